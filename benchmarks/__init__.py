@@ -1,0 +1,1 @@
+"""Evaluation engine, experiment definitions, result store, rendering and speed benchmarks."""

@@ -1,0 +1,1 @@
+"""Deep hashing methods: one training loop (trainer.py), backbones, and each method's head + loss."""

@@ -1,0 +1,1 @@
+"""Shallow hashing methods on feature vectors (LSH, ITQ, SITQ, SDH, KSH)."""
