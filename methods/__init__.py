@@ -13,10 +13,10 @@ from methods.base import (
     register_variant,
     registry,
 )
+from methods.deep import dhn, dnnh, dpah, dsh, hashnet, pairwise, pointwise, ssdh  # noqa: F401
 
 # Explicit imports: each module registers its classes.
-from methods.shallow import itq, ksh, lsh, sdh  # noqa: F401, E402
-from methods.deep import dhn, dnnh, dpah, dsh, hashnet, pairwise, pointwise, ssdh  # noqa: F401, E402
+from methods.shallow import itq, ksh, lsh, sdh  # noqa: F401
 
 __all__ = [
     "HashMethod",

@@ -30,13 +30,13 @@ import numpy as np
 __all__ = [
     "HashMethod",
     "NotFittedError",
-    "register",
-    "register_variant",
+    "check_features",
+    "check_labels",
     "get_method",
     "list_methods",
+    "register",
+    "register_variant",
     "registry",
-    "check_labels",
-    "check_features",
 ]
 
 INPUT_KINDS = ("features", "images")

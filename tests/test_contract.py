@@ -117,7 +117,7 @@ def test_encode_before_fit_raises(name):
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single", "multi"])
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_codes_shape_dtype_values(name, multi_label):
-    method, X, Y, codes = fitted(name, multi_label)
+    _method, _X, _Y, codes = fitted(name, multi_label)
     assert codes.shape == (N_ITEMS, N_BITS)
     assert codes.dtype == np.uint8
     assert set(np.unique(codes)) <= {0, 1}
@@ -134,13 +134,13 @@ def test_same_seed_same_codes(name):
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_encode_of_slice_equals_slice_of_encode(name):
     """Catches per-batch state at encode time (e.g. BatchNorm left in training mode)."""
-    method, X, Y, codes = fitted(name)
+    method, X, _Y, codes = fitted(name)
     np.testing.assert_array_equal(method.encode(X[10:17]), codes[10:17])
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_wrong_input_shape_is_rejected(name):
-    method, X, Y, codes = fitted(name)
+    method, _X, _Y, _codes = fitted(name)
     if method.expected_input() == "features":
         with pytest.raises(ValueError, match="features"):
             method.encode(np.zeros((3, N_FEATURES + 1), dtype=np.float32))
@@ -152,7 +152,7 @@ def test_wrong_input_shape_is_rejected(name):
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_non_finite_input_is_rejected(name, bad):
-    method, X, Y, codes = fitted(name)
+    method, X, Y, _codes = fitted(name)
     X_bad = X.astype(np.float32).copy()
     X_bad.flat[5] = bad
     with pytest.raises(ValueError, match="NaN or inf"):

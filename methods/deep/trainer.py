@@ -1,1 +1,461 @@
-"""(being written)"""
+"""The one training loop of every deep method.
+
+A deep method (:class:`methods.deep.base.DeepHashMethod`) supplies its head and its loss terms; this
+module does everything else, once: batching and preprocessing of the inputs, the backbone, the SGD
+optimiser (paper settings: momentum 0.9, weight decay 5e-4, fixed learning rate 1e-3; optional
+``hash_lr_mult`` for the new layers), the fixed-length schedule, seeding, per-epoch checkpoints with
+atomic writes, resumption of an interrupted run to the identical result, the NaN/inf guard, the
+progress bar and the per-epoch loss history.
+
+Reproducibility: all randomness of a run (initialisation, shuffling, augmentation, dropout) comes
+from ``torch.manual_seed(seed)`` inside :func:`torch.random.fork_rng` (the caller's global RNG state
+is left untouched) and from one ``torch.Generator`` for shuffling and augmentation; both states go
+into every checkpoint, so a resumed run continues exactly where the interrupted one stopped (on CPU,
+bit for bit). The final epoch is what is reported; an optional validation split carved from the
+training data (``val_fraction``) is only monitored, never used to select a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from methods.deep.backbones import (
+    build_backbone,
+    images_to_tensor,
+    is_feature_backbone,
+    preprocess_batch,
+    stack_items,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from methods.deep.base import DeepHashMethod
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "InputData",
+    "TrainedModel",
+    "TrainingDivergedError",
+    "fit_model",
+    "predict_outputs",
+    "resolve_device",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+#: parameters that do not change what is learned (excluded from the resume fingerprint); ``epochs``
+#: is excluded so that a finished run can be extended (the schedule is a fixed learning rate).
+RUN_ONLY_PARAMS = frozenset(
+    {"progress", "checkpoint_dir", "resume", "num_workers", "device", "epochs", "val_fraction"}
+)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss term became NaN or infinite; names the epoch, the batch and the term."""
+
+    def __init__(self, epoch: int, batch: int, term: str, value: float) -> None:
+        self.epoch, self.batch, self.term, self.value = epoch, batch, term, value
+        super().__init__(
+            f"training diverged: loss term {term!r} = {value} at epoch {epoch} (1-based), "
+            f"batch {batch} (0-based); try a smaller learning rate"
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+# ---------------------------------------------------------------------- inputs
+class _ItemDataset(torch.utils.data.Dataset):
+    """Index -> item of an image-set-like object, for a DataLoader with parallel workers."""
+
+    def __init__(self, images: Any) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.images[int(i)]
+        return np.asarray(item) if not isinstance(item, np.ndarray) else item
+
+
+class InputData:
+    """Batched access to a feature matrix, an image array or an image-set-like object.
+
+    ``batches(index_lists)`` yields CPU tensors: float32 features, or uint8 ``B x C x H x W`` images
+    (resized to 256 x 256 for torchvision backbones); preprocessing happens on the device.
+    """
+
+    def __init__(self, X: Any, backbone: str, num_workers: int = 0) -> None:
+        self.backbone = backbone
+        self.num_workers = num_workers
+        self.X = X
+        self.tensor: torch.Tensor | None = None
+        if is_feature_backbone(backbone):
+            self.kind = "features"
+            self.tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        elif isinstance(X, np.ndarray):
+            self.kind = "image_array"
+            self.tensor = images_to_tensor(X)
+        else:
+            self.kind = "image_set"
+        self.n = len(X)
+
+    def describe(self) -> dict[str, Any]:
+        """Shape facts used to size the backbone."""
+        if self.kind == "features":
+            return {"n_features": int(self.tensor.shape[1])}
+        if self.tensor is not None:
+            return {"in_channels": int(self.tensor.shape[1])}
+        first = stack_items([self.X[0]], self.backbone)
+        return {"in_channels": int(first.shape[1])}
+
+    def batches(self, index_lists: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        if self.tensor is not None:
+            for idx in index_lists:
+                yield self.tensor[torch.as_tensor(idx, dtype=torch.long)]
+            return
+        backbone = self.backbone
+        loader = torch.utils.data.DataLoader(
+            _ItemDataset(self.X),
+            batch_sampler=[list(map(int, idx)) for idx in index_lists],
+            num_workers=self.num_workers,
+            collate_fn=lambda items: stack_items(items, backbone),
+        )
+        yield from loader
+
+
+def _split_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive batches of ``order``; a trailing batch of one item is dropped (BatchNorm)."""
+    out = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(out) > 1 and len(out[-1]) < 2:
+        out.pop()
+    return out
+
+
+# ---------------------------------------------------------------------- model
+class TrainedModel(nn.Module):
+    """Backbone followed by the method's head: inputs -> raw outputs ``u`` (B x n_bits)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@dataclass
+class FitResult:
+    model: TrainedModel
+    history: list[dict[str, float]] = field(default_factory=list)
+    device: torch.device | None = None
+    resumed_from_epoch: int = 0
+
+
+def _fingerprint(method: DeepHashMethod, data: InputData, Y: np.ndarray) -> dict[str, Any]:
+    params = {k: repr(v) for k, v in method.get_params().items() if k not in RUN_ONLY_PARAMS}
+    digest = hashlib.sha1(np.ascontiguousarray(Y).tobytes())
+    if data.tensor is not None and data.tensor.numel() * data.tensor.element_size() < 2**31:
+        digest.update(data.tensor.numpy().tobytes())
+    return {
+        "method": type(method).__name__,
+        "params": params,
+        "n_items": data.n,
+        "data_sha1": digest.hexdigest(),
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _preprocess(
+    method: DeepHashMethod,
+    batch: torch.Tensor,
+    device: torch.device,
+    *,
+    train: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    if is_feature_backbone(method.backbone):
+        return batch.to(device, non_blocking=True)
+    return preprocess_batch(
+        batch, method.backbone, train=train, generator=generator, augment=method.augment
+    ).to(device, non_blocking=True)
+
+
+def fit_model(method: DeepHashMethod, X: Any, Y: np.ndarray) -> FitResult:
+    """Train ``method``'s backbone + head on ``(X, Y)``; see the module docstring."""
+    device = resolve_device(method.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _fit(method, X, Y, device)
+
+
+def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) -> FitResult:
+    from methods.deep.base import TrainStep
+
+    seed = int(method.seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    data = InputData(X, method.backbone, method.num_workers)
+    n, n_classes = Y.shape
+
+    # seeded validation split carved from the training data (monitoring only)
+    all_idx = np.arange(n)
+    val_idx = np.empty(0, dtype=np.int64)
+    if method.val_fraction > 0:
+        n_val = round(method.val_fraction * n)
+        if n_val < 1 or n_val >= n - 1:
+            raise ValueError(
+                f"val_fraction={method.val_fraction} leaves no training or no validation items"
+            )
+        perm = np.random.default_rng(seed).permutation(n)
+        val_idx, all_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if len(all_idx) < 2:
+        raise ValueError(f"need at least 2 training items, got {len(all_idx)}")
+
+    backbone = build_backbone(
+        method.backbone,
+        weights_path=method.weights_path,
+        from_scratch=method.from_scratch,
+        mlp_hidden=method.mlp_hidden,
+        **data.describe(),
+    )
+    head = method.build_head(backbone.out_features, n_classes)
+    if not isinstance(head, nn.Module):
+        raise TypeError(
+            f"{type(method).__name__}.build_head must return an nn.Module, got {type(head)}"
+        )
+    model = TrainedModel(backbone, head).to(device)
+    optimizer = torch.optim.SGD(
+        method.param_groups(backbone, head),
+        lr=method.lr,
+        momentum=method.momentum,
+        weight_decay=method.weight_decay,
+    )
+    use_amp = bool(method.amp) and device.type == "cuda"
+    if method.amp and not use_amp:
+        warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=3)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    labels_all = torch.as_tensor(Y, dtype=torch.float32)
+    iters_per_epoch = len(_split_batches(all_idx, method.batch_size))
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+
+    # ------------------------------------------------------------ resume
+    ckpt_path = Path(method.checkpoint_dir) / CHECKPOINT_NAME if method.checkpoint_dir else None
+    fingerprint = _fingerprint(method, data, Y) if ckpt_path else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if method.resume and ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{ckpt_path} has an unknown checkpoint format")
+            if state["fingerprint"] != fingerprint:
+                raise ValueError(
+                    f"cannot resume from {ckpt_path}: it was written by a run with other "
+                    "hyper-parameters or other training data; delete it or set resume=False"
+                )
+            if state["epoch"] > method.epochs:
+                raise ValueError(
+                    f"{ckpt_path} holds {state['epoch']} epochs, more than epochs={method.epochs}"
+                )
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            generator.set_state(state["generator"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"])
+
+    # ------------------------------------------------------------ loop
+    bar = None
+    if method.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=method.epochs * iters_per_epoch,
+            initial=start_epoch * iters_per_epoch,
+            desc=f"{type(method).__name__} {method.n_bits} bits",
+            unit="batch",
+            leave=False,
+        )
+    try:
+        for epoch in range(start_epoch, method.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            order = all_idx[torch.randperm(len(all_idx), generator=generator).numpy()]
+            batches = _split_batches(order, method.batch_size)
+            sums: dict[str, torch.Tensor] = {}
+            n_seen = 0
+            for b, (idx, xb) in enumerate(zip(batches, data.batches(batches))):
+                step = TrainStep(
+                    epoch=epoch,
+                    iteration=epoch * iters_per_epoch + b,
+                    iterations_per_epoch=iters_per_epoch,
+                    total_epochs=method.epochs,
+                )
+                x = _preprocess(method, xb, device, train=True, generator=generator)
+                yb = labels_all[torch.as_tensor(idx)].to(device, non_blocking=True)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    u = model(x)
+                terms = method.loss_terms(head, u.float(), yb, step)
+                if not terms:
+                    raise RuntimeError(f"{type(method).__name__}.loss_terms returned no terms")
+                total = sum(terms.values())
+                if not bool(torch.isfinite(total)):
+                    bad = next(
+                        (k for k, v in terms.items() if not bool(torch.isfinite(v))), "total"
+                    )
+                    value = float((terms.get(bad, total)).detach())
+                    raise TrainingDivergedError(epoch + 1, b, bad, value)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                method.after_optimizer_step(head)
+                w = len(idx)
+                n_seen += w
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach() * w
+                sums["loss"] = sums.get("loss", 0.0) + total.detach() * w
+                if bar is not None:
+                    bar.update(1)
+            record: dict[str, float] = {"epoch": epoch + 1}
+            record.update({k: float(v) / n_seen for k, v in sums.items()})
+            if len(val_idx):
+                record.update(
+                    _validation_terms(
+                        method, model, data, labels_all, val_idx, device, epoch, iters_per_epoch
+                    )
+                )
+            record["time_s"] = time.perf_counter() - t0
+            history.append(record)
+            if bar is not None:
+                bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "time_s")},
+                    refresh=False,
+                )
+            if ckpt_path is not None:
+                _atomic_save(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device)
+                        if device.type == "cuda"
+                        else None,
+                        "generator": generator.get_state(),
+                        "history": history,
+                        "fingerprint": fingerprint,
+                    },
+                    ckpt_path,
+                )
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+    return FitResult(model=model, history=history, device=device, resumed_from_epoch=start_epoch)
+
+
+@torch.no_grad()
+def _validation_terms(
+    method: DeepHashMethod,
+    model: TrainedModel,
+    data: InputData,
+    labels_all: torch.Tensor,
+    val_idx: np.ndarray,
+    device: torch.device,
+    epoch: int,
+    iters_per_epoch: int,
+) -> dict[str, float]:
+    from methods.deep.base import TrainStep
+
+    model.eval()
+    step = TrainStep(
+        epoch=epoch,
+        iteration=(epoch + 1) * iters_per_epoch - 1,
+        iterations_per_epoch=iters_per_epoch,
+        total_epochs=method.epochs,
+    )
+    batches = _split_batches(val_idx, max(method.batch_size, 2))
+    sums: dict[str, float] = {}
+    for idx, xb in zip(batches, data.batches(batches)):
+        u = model(_preprocess(method, xb, device, train=False, generator=None)).float()
+        terms = method.loss_terms(model.head, u, labels_all[torch.as_tensor(idx)].to(device), step)
+        terms["loss"] = sum(terms.values())
+        for k, v in terms.items():
+            sums["val_" + k] = sums.get("val_" + k, 0.0) + float(v) * len(idx)
+    model.train()
+    n = sum(len(i) for i in batches)
+    return {k: v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def predict_outputs(
+    method: DeepHashMethod,
+    model: TrainedModel,
+    X: Any,
+    device: torch.device,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Raw outputs ``u`` (N x n_bits float32) in eval mode, test-time preprocessing."""
+    data = InputData(X, method.backbone, method.num_workers)
+    if batch_size is None:
+        batch_size = 4096 if data.kind == "features" else max(int(method.batch_size), 1)
+    order = np.arange(data.n)
+    batches = [order[i : i + batch_size] for i in range(0, data.n, batch_size)]
+    model.eval()
+    out = []
+    for xb in data.batches(batches):
+        out.append(
+            model(_preprocess(method, xb, device, train=False, generator=None)).float().cpu()
+        )
+    u = torch.cat(out).numpy()
+    if not np.all(np.isfinite(u)):
+        raise FloatingPointError("the network produced NaN/inf outputs at encode time")
+    return u
+
+
+def loss_decreased(history: Sequence[dict[str, float]], key: str = "loss") -> bool | None:
+    """Whether the last epoch's mean loss is below the first one's (None with < 2 epochs)."""
+    if len(history) < 2:
+        return None
+    first, last = history[0][key], history[-1][key]
+    if not (math.isfinite(first) and math.isfinite(last)):
+        return False
+    return last < first

@@ -1,0 +1,647 @@
+"""Tables and figures, rendered only from stored cell results (never computing a metric).
+
+Tables go to ``<results>/<preset>/tables/<name>.{md,csv,tex}``: our value (mean +- std over seeds
+when there are several), the paper's value and the difference side by side; ``N/C`` where a run
+did not converge, ``missing`` where a cell has no result. Every table states its preset, the tie
+rule and the mAP convention, and, for non-paper presets, which offline data fills which column.
+
+Figures go to ``<results>/<preset>/figures/<name>.{png,pdf}`` (matplotlib, Agg backend).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.experiments import (
+    Cell,
+    Column,
+    Experiment,
+    Preset,
+    Row,
+    _sweep_hyper,
+    make_cell,
+    map_name,
+    table_rows,
+)
+from benchmarks.results import TIE_RULE, ResultStore, atomic_write_bytes
+
+__all__ = [
+    "PAPER_NUMBERS_CSV",
+    "Entry",
+    "TableData",
+    "aggregate",
+    "build_table",
+    "format_markdown",
+    "load_paper_numbers",
+    "render_figure",
+    "render_table",
+]
+
+PAPER_NUMBERS_CSV = Path(__file__).with_name("paper_numbers.csv")
+NO_HIT_TEXT = (
+    "mAP convention: queries with no relevant item in the top K are dropped from the mean "
+    "(HashNet's evaluator; `no_hit=\"drop\"`)"
+)
+
+
+def load_paper_numbers(path: str | Path = PAPER_NUMBERS_CSV) -> dict[tuple, str]:
+    """(table, method, dataset, backbone, bits, metric) -> the value as printed (".7014", "N/C")."""
+    out: dict[tuple, str] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = (row["table"], row["method"], row["dataset"], row["backbone"], int(row["bits"]),
+                   row["metric"])
+            out[key] = row["value"].strip()
+    return out
+
+
+def _paper_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------ aggregation
+@dataclass
+class Entry:
+    """One table entry: our aggregate over seeds, the paper's value and the difference."""
+
+    block: str
+    column: str
+    row: str
+    method: str
+    cells: list[Cell]
+    metric_key: str  # key into record["metrics"]["map_at"]: "all" or "1000"
+    paper_key: tuple | None
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    n_nc: int = 0
+    n_expected: int = 0
+    status: str = "missing"  # "ok" | "nc" | "missing"
+    paper: str | None = None
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def diff(self) -> float | None:
+        p = _paper_float(self.paper)
+        if self.mean is None or p is None:
+            return None
+        return self.mean - p
+
+    def ours_text(self) -> str:
+        if self.status == "missing":
+            return "missing"
+        if self.mean is None:
+            return "N/C"
+        text = f"{self.mean:.4f}"
+        if self.n > 1:
+            text += f" ± {self.std:.4f}"
+        if self.n_nc:
+            text += f" ({self.n_nc}/{self.n + self.n_nc} N/C)"
+        elif self.n < self.n_expected:
+            text += f" ({self.n}/{self.n_expected} seeds)"
+        return text
+
+    def paper_text(self) -> str:
+        if self.paper is None or self.paper == "-":
+            return "–"
+        p = _paper_float(self.paper)
+        return f"{p:.4f}" if p is not None else self.paper
+
+    def diff_text(self) -> str:
+        d = self.diff
+        return "–" if d is None else f"{d:+.4f}"
+
+
+def aggregate(entry: Entry, store: ResultStore) -> Entry:
+    """Fill an entry from the stored records of its cells (one per seed)."""
+    values: list[float] = []
+    n_nc = 0
+    for cell in entry.cells:
+        record = store.load(cell.cell_id)
+        if record is None:
+            continue
+        if not record.get("converged", False) or not record.get("metrics"):
+            n_nc += 1
+            continue
+        value = record["metrics"].get("map_at", {}).get(entry.metric_key)
+        if value is None or not math.isfinite(value):
+            n_nc += 1
+            continue
+        values.append(float(value))
+    entry.values = values
+    entry.n, entry.n_nc, entry.n_expected = len(values), n_nc, len(entry.cells)
+    if values:
+        entry.mean = float(np.mean(values))
+        entry.std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        entry.status = "ok"
+    elif n_nc:
+        entry.status = "nc"
+    return entry
+
+
+@dataclass
+class TableData:
+    exp: Experiment
+    preset: Preset
+    blocks: list[tuple[str, list[str]]]  # (block title, column labels)
+    rows: list[Row]
+    entries: dict[tuple[str, str, str], Entry]  # (block, column, row label)
+    notes: list[str]
+
+
+def _cells(preset: Preset, row: Row, ds, bits: int, seeds, backbone=None) -> list[Cell]:
+    return [make_cell(preset, row.method, ds, bits, s, dict(row.hyper), backbone) for s in seeds]
+
+
+def _column_note(col: Column, preset: Preset) -> str:
+    if col.dataset is None:
+        return f"{col.paper_label}: no data in preset `{preset.name}` (column left out)"
+    if preset.paper_setting:
+        return f"{col.paper_label}: {col.dataset.label}, {map_name(col.k)}"
+    return (
+        f"column {col.paper_label} (paper: {map_name(col.paper_k)}) is filled with "
+        f"{col.dataset.label}, {map_name(col.k)} — {col.dataset.note}"
+    )
+
+
+def build_table(exp: Experiment, preset: Preset, store: ResultStore,
+                seeds: Sequence[int] | None = None, paper: dict | None = None) -> TableData:
+    """Lay out a table's entries and fill them from the store."""
+    seeds = tuple(seeds) if seeds else preset.seeds
+    paper = load_paper_numbers() if paper is None else paper
+    rows = list(table_rows(exp, preset))
+    entries: dict[tuple[str, str, str], Entry] = {}
+    blocks: list[tuple[str, list[str]]] = []
+    notes: list[str] = []
+
+    def add(block: str, column: str, row: Row, cells: list[Cell], metric_key: str,
+            paper_key: tuple | None) -> None:
+        e = Entry(block, column, row.label, row.method, cells, metric_key, paper_key)
+        e.paper = paper.get(paper_key) if paper_key else None
+        entries[(block, column, row.label)] = aggregate(e, store)
+
+    if exp.layout == "bits_by_dataset":
+        for col in preset.columns:
+            notes.append(_column_note(col, preset))
+            if col.dataset is None:
+                continue
+            block = f"{col.paper_label} — ours: {col.dataset.label}, {map_name(col.k)}"
+            blocks.append((block, [f"{b} bits" for b in preset.bits]))
+            for row in rows:
+                for b in preset.bits:
+                    pk = (exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                          map_name(col.paper_k))
+                    add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
+                        _mkey(col.k), pk)
+    elif exp.layout == "two_maps_by_dataset":
+        b = exp.bits[0]
+        for col in preset.columns:
+            notes.append(_column_note(col, preset))
+            if col.dataset is None:
+                continue
+            block = f"{col.paper_label} — ours: {col.dataset.label}"
+            labels = [f"{map_name(col.k)} (paper {map_name(col.paper_k)})", "mAP@all"]
+            blocks.append((block, labels))
+            for row in rows:
+                cells = _cells(preset, row, col.dataset, b, seeds)
+                add(block, labels[0], row, cells, _mkey(col.k),
+                    (exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                     map_name(col.paper_k)))
+                add(block, labels[1], row, cells, "all",
+                    (exp.paper_table, row.label, col.paper_key, "alexnet", b, "mAP@all"))
+    elif exp.layout == "backbones":
+        b = exp.bits[0]
+        col = preset.table2_column
+        notes.append(_column_note(col, preset))
+        for paper_bb, our_bb in preset.table2_backbones:
+            note = "" if paper_bb == our_bb else f" (stands in for the paper's {paper_bb})"
+            block = f"backbone {our_bb}{note}"
+            if paper_bb != our_bb:
+                notes.append(f"backbone `{our_bb}` fills the paper's {paper_bb} column")
+            labels = [f"{map_name(col.k)} (paper {map_name(col.paper_k)})", "mAP@all"]
+            blocks.append((block, labels))
+            for row in rows:
+                cells = _cells(preset, row, col.dataset, b, seeds, backbone=our_bb)
+                add(block, labels[0], row, cells, _mkey(col.k),
+                    (exp.paper_table, row.label, col.paper_key, paper_bb, b,
+                     map_name(col.paper_k)))
+                add(block, labels[1], row, cells, "all",
+                    (exp.paper_table, row.label, col.paper_key, paper_bb, b, "mAP@all"))
+    elif exp.layout == "appendix":
+        for col in preset.appendix_columns:
+            notes.append(_column_note(col, preset))
+            if col.dataset is None:
+                continue
+            bits = preset.appendix_cifar_bits if col.paper_key == "cifar10" else preset.bits
+            block = f"{col.paper_label} — ours: {col.dataset.label}, {map_name(col.k)}"
+            blocks.append((block, [f"{b} bits" for b in bits]))
+            for row in rows:
+                for b in bits:
+                    pk = (exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                          map_name(col.paper_k))
+                    add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
+                        _mkey(col.k), pk)
+        notes.append("DSDH, TALR, HBMP and GreedyHash rows of the paper are the original papers' "
+                     "numbers; they are `missing` here unless those methods are registered")
+    else:
+        raise ValueError(f"{exp.name} is not a table layout: {exp.layout}")
+    return TableData(exp, preset, blocks, rows, entries, notes)
+
+
+def _mkey(k: int | None) -> str:
+    return "all" if k is None else str(k)
+
+
+# ------------------------------------------------------------------------------ table formats
+def _provenance(data: TableData, store: ResultStore) -> list[str]:
+    commits, times = set(), []
+    for e in data.entries.values():
+        for c in e.cells:
+            r = store.load(c.cell_id)
+            if r:
+                commits.add(r.get("environment", {}).get("git_commit", "unknown"))
+                times.append(r.get("utc_time", ""))
+    seeds = sorted({c.seed for e in data.entries.values() for c in e.cells})
+    lines = [
+        data.preset.header(),
+        f"Ranking: {TIE_RULE}. {NO_HIT_TEXT}. Relevance: sharing at least one label.",
+        (f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds when several). "
+         "N/C: did not converge (non-finite loss or the method's own convergence check); "
+         "missing: no stored result (not run, not implemented, or data not on disk)."),
+    ]
+    if commits:
+        span = f"{min(times)} – {max(times)}" if times else ""
+        lines.append(f"Results: git {', '.join(sorted(commits))}; computed {span} UTC.")
+    lines.append("Each entry: ours | paper | ours − paper.")
+    return lines
+
+
+def format_markdown(data: TableData, store: ResultStore) -> str:
+    out = io.StringIO()
+    out.write(f"## {data.exp.title}\n\n")
+    for line in _provenance(data, store):
+        out.write(f"- {line}\n")
+    for note in data.notes:
+        out.write(f"- {note}\n")
+    for block, labels in data.blocks:
+        out.write(f"\n### {block}\n\n")
+        header = ["method"]
+        for lab in labels:
+            header += [f"{lab} ours", "paper", "Δ"]
+        out.write("| " + " | ".join(header) + " |\n")
+        out.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
+        for row in data.rows:
+            cells = [row.label]
+            for lab in labels:
+                e = data.entries[(block, lab, row.label)]
+                cells += [e.ours_text(), e.paper_text(), e.diff_text()]
+            out.write("| " + " | ".join(cells) + " |\n")
+    return out.getvalue()
+
+
+CSV_FIELDS = [
+    "table", "preset", "block", "column", "row", "method", "metric", "ours_mean", "ours_std",
+    "n_seeds", "n_nc", "status", "paper", "diff", "paper_dataset", "our_dataset", "bits",
+    "backbone", "cell_ids",
+]
+
+
+def format_csv(data: TableData) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for (block, column, _), e in data.entries.items():
+        c0 = e.cells[0]
+        w.writerow({
+            "table": data.exp.name, "preset": data.preset.name, "block": block, "column": column,
+            "row": e.row, "method": e.method,
+            "metric": "mAP@" + e.metric_key,
+            "ours_mean": "" if e.mean is None else repr(e.mean),
+            "ours_std": "" if e.std is None else repr(e.std),
+            "n_seeds": e.n, "n_nc": e.n_nc,
+            "status": {"ok": "ok", "nc": "N/C", "missing": "missing"}[e.status],
+            "paper": e.paper if e.paper is not None else "",
+            "diff": "" if e.diff is None else repr(e.diff),
+            "paper_dataset": e.paper_key[2] if e.paper_key else "",
+            "our_dataset": c0.dataset.key, "bits": c0.bits, "backbone": c0.backbone,
+            "cell_ids": ";".join(c.cell_id for c in e.cells),
+        })
+    return out.getvalue()
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                 ("#", r"\#"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("—", "---"), ("–", "--"),
+                 ("−", "-")):
+        text = text.replace(a, b)
+    return text
+
+
+def format_latex(data: TableData, store: ResultStore) -> str:
+    out = io.StringIO()
+    out.write(f"% {data.exp.title}\n")
+    for line in _provenance(data, store) + data.notes:
+        out.write(f"% {line}\n")
+    out.write("% requires \\usepackage{booktabs}\n")
+    for block, labels in data.blocks:
+        n = 1 + 3 * len(labels)
+        out.write(f"\\begin{{tabular}}{{l{'r' * (n - 1)}}}\n\\toprule\n")
+        out.write(f"\\multicolumn{{{n}}}{{l}}{{{_tex_escape(block)}}} \\\\\n")
+        head = ["method"] + [
+            f"\\multicolumn{{3}}{{c}}{{{_tex_escape(lab)}}}" for lab in labels
+        ]
+        out.write(" & ".join(head) + " \\\\\n")
+        out.write(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(labels)) + " \\\\\n")
+        out.write("\\midrule\n")
+        for row in data.rows:
+            cells = [_tex_escape(row.label)]
+            for lab in labels:
+                e = data.entries[(block, lab, row.label)]
+                cells += [_tex_escape(e.ours_text()), _tex_escape(e.paper_text()),
+                          _tex_escape(e.diff_text())]
+            out.write(" & ".join(cells) + " \\\\\n")
+        out.write("\\bottomrule\n\\end{tabular}\n\n")
+    return out.getvalue()
+
+
+def render_table(exp: Experiment, preset: Preset, store: ResultStore,
+                 seeds: Sequence[int] | None = None) -> dict[str, Path]:
+    """Write ``<name>.md``, ``.csv`` and ``.tex`` under the preset's tables folder."""
+    data = build_table(exp, preset, store, seeds)
+    paths = {}
+    for ext, text in (("md", format_markdown(data, store)), ("csv", format_csv(data)),
+                      ("tex", format_latex(data, store))):
+        path = store.tables_dir / f"{exp.name}.{ext}"
+        atomic_write_bytes(path, text.encode())
+        paths[ext] = path
+    return paths
+
+
+# ------------------------------------------------------------------------------ figures
+FIGURE_FILES = {
+    "pr": "fig8_pr_curves",
+    "t-sensitivity": "fig6_t_sensitivity",
+    "alpha-sensitivity": "fig7_alpha_sensitivity",
+    "kt-loss": "fig4_kt_loss",
+    "distribution": "fig3_fig5_u_distribution",
+    "tsne": "fig9_tsne",
+}
+
+
+def _records(store: ResultStore, cells: list[Cell]) -> list[dict]:
+    recs = [store.load(c.cell_id) for c in cells]
+    return [r for r in recs if r and r.get("converged") and r.get("metrics")]
+
+
+def _point(store: ResultStore, cells: list[Cell], key: str) -> tuple[float | None, bool]:
+    """Mean stored mAP over seeds and whether it converged.
+
+    Converged seeds only when there are any; otherwise the stored mAP of the non-converged runs
+    (drawn as N/C markers), or None when nothing is stored.
+    """
+    recs = [store.load(c.cell_id) for c in cells]
+    recs = [r for r in recs if r and r.get("metrics")]
+    ok = [r for r in recs if r.get("converged")]
+    use = ok or recs
+    vals = [r["metrics"].get("map_at", {}).get(key) for r in use]
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, False
+    return float(np.mean(vals)), bool(ok)
+
+
+def _mean_map(store: ResultStore, cells: list[Cell], key: str) -> float | None:
+    value, converged = _point(store, cells, key)
+    return value if converged else None
+
+
+def _missing_text(ax, text: str = "missing: no stored result") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _subtitle(preset: Preset) -> str:
+    if preset.paper_setting:
+        return f"preset {preset.name} (paper setting)"
+    return f"preset {preset.name}: offline data, NOT the paper's setting"
+
+
+def _figure_columns(preset: Preset) -> list[Column]:
+    """One panel per dataset column of the preset (a dataset filling two columns at two cutoffs
+    gets two panels)."""
+    return [c for c in preset.columns if c.dataset is not None]
+
+
+def _col_title(col: Column, preset: Preset) -> str:
+    if preset.paper_setting:
+        return f"{col.paper_label} ({map_name(col.k)})"
+    return f"{col.dataset.label}\n{map_name(col.k)} [in place of {col.paper_label}]"
+
+
+def render_figure(exp: Experiment, preset: Preset, store: ResultStore,
+                  seeds: Sequence[int] | None = None) -> dict[str, Path]:
+    """Draw one figure from stored results to PNG and PDF; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = tuple(seeds) if seeds else preset.seeds
+    cols = _figure_columns(preset)
+    draw = {
+        "pr": _fig_pr,
+        "sweep": _fig_sweep,
+        "series_by_bits": _fig_kt,
+        "histograms": _fig_hist,
+        "tsne": _fig_tsne,
+    }[exp.layout]
+    fig = draw(plt, exp, preset, store, seeds, cols)
+    title = textwrap.fill(exp.title, max(70, int(fig.get_size_inches()[0] * 13)))
+    if exp.layout in ("histograms", "tsne"):
+        col = _first_image_column(preset)
+        title += f"\n{col.dataset.label}, {exp.bits[0]} bits"
+    fig.suptitle(f"{title}\n{_subtitle(preset)}", fontsize=9)
+    fig.tight_layout()
+    store.figures_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext in ("png", "pdf"):
+        path = store.figures_dir / f"{FIGURE_FILES[exp.name]}.{ext}"
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=130)
+        atomic_write_bytes(path, buf.getvalue())
+        paths[ext] = path
+    plt.close(fig)
+    return paths
+
+
+def _panels(plt, n: int, width: float = 4.2, height: float = 3.6):
+    width = max(width, 5.0) if n <= 1 else width
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height + 0.6),
+                             squeeze=False)
+    return fig, list(axes[0])
+
+
+def _fig_pr(plt, exp, preset, store, seeds, cols):
+    fig, axes = _panels(plt, len(cols))
+    bits = exp.bits[0]
+    cmap = plt.get_cmap("tab20")
+    for ax, col in zip(axes, cols, strict=True):
+        any_line = False
+        not_converged: list[str] = []
+        for i, row in enumerate(table_rows(exp, preset)):
+            cells = _cells(preset, row, col.dataset, bits, seeds)
+            recs = _records(store, cells)
+            if not recs and any(store.is_done(c.cell_id) for c in cells):
+                not_converged.append(row.label)
+            curves = [r["metrics"].get("pr_radius") for r in recs]
+            curves = [c for c in curves if c and c.get("precision") and c.get("recall")]
+            if not curves:
+                continue
+            p = np.mean([np.asarray(c["precision"], float) for c in curves], axis=0)
+            r = np.mean([np.asarray(c["recall"], float) for c in curves], axis=0)
+            style = "-" if row.method == "dpah" else "--" if i < 5 else "-."
+            ax.plot(r, p, style, marker=".", ms=3, lw=2.2 if row.method == "dpah" else 1.1,
+                    color="black" if row.method == "dpah" else cmap(i), label=row.label)
+            any_line = True
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+               title=_col_title(col, preset).replace(map_name(col.k), f"{bits} bits"))
+        ax.grid(alpha=0.3)
+        if any_line:
+            ax.legend(fontsize=7, ncol=2)
+        else:
+            _missing_text(ax)
+        if not_converged:
+            ax.text(0.98, 0.02, "N/C (not drawn): " + ", ".join(not_converged),
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
+    return fig
+
+
+NC_STYLE = {"marker": "x", "ls": "none", "ms": 8, "mew": 2}
+
+
+def _plot_series(ax, pts: list[tuple[Any, float | None, bool]], color: str, label: str) -> bool:
+    """Converged points as a line; non-converged ones as grey crosses labelled N/C."""
+    ok = [(x, y) for x, y, c in pts if y is not None and c]
+    nc = [(x, y) for x, y, c in pts if y is not None and not c]
+    if ok:
+        ax.plot(*zip(*ok, strict=True), "o-", color=color, label=label)
+    if nc:
+        ax.plot(*zip(*nc, strict=True), **NC_STYLE, color=color,
+                label=f"{label}: N/C (did not converge)")
+    return bool(ok or nc)
+
+
+def _fig_sweep(plt, exp, preset, store, seeds, cols):
+    fig, axes = _panels(plt, len(cols))
+    bits = exp.bits[0]
+    for ax, col in zip(axes, cols, strict=True):
+        key = _mkey(col.k)
+        drew = False
+        for row in exp.rows:
+            pts = []
+            for v in exp.sweep:
+                hyper = {**dict(row.hyper), **_sweep_hyper(exp, v)}
+                cells = [make_cell(preset, row.method, col.dataset, bits, s, hyper)
+                         for s in seeds]
+                pts.append((v, *_point(store, cells, key)))
+            drew |= _plot_series(ax, pts, "tab:red", row.label)
+        if exp.baseline is not None:
+            cells = _cells(preset, exp.baseline, col.dataset, bits, seeds)
+            base, converged = _point(store, cells, key)
+            if base is not None:
+                label = exp.baseline.label + ("" if converged else " (N/C)")
+                ax.axhline(base, ls=":", color="tab:blue" if converged else "0.45", lw=1.8,
+                           label=label)
+                drew = True
+        ax.set(xlabel=exp.sweep_param, ylabel=map_name(col.k), xticks=list(exp.sweep),
+               title=_col_title(col, preset))
+        ax.grid(alpha=0.3)
+        if drew:
+            ax.legend(fontsize=7)
+        else:
+            _missing_text(ax)
+    return fig
+
+
+def _fig_kt(plt, exp, preset, store, seeds, cols):
+    fig, axes = _panels(plt, len(cols))
+    colors = ("tab:blue", "tab:red")
+    for ax, col in zip(axes, cols, strict=True):
+        key = _mkey(col.k)
+        drew = False
+        for row, color in zip(exp.rows, colors, strict=False):
+            pts = [(b, *_point(store, _cells(preset, row, col.dataset, b, seeds), key))
+                   for b in preset.bits]
+            drew |= _plot_series(ax, pts, color, row.label)
+        ax.set(xlabel="code length (bits)", ylabel=map_name(col.k), xticks=list(preset.bits),
+               title=_col_title(col, preset))
+        ax.grid(alpha=0.3)
+        if drew:
+            ax.legend(fontsize=7)
+        else:
+            _missing_text(ax)
+    return fig
+
+
+def _first_image_column(preset: Preset) -> Column:
+    return preset.column_for("imagenet100") or preset.columns[0]
+
+
+def _fig_hist(plt, exp, preset, store, seeds, cols):
+    col = _first_image_column(preset)
+    fig, axes = _panels(plt, len(exp.rows), width=3.4)
+    bits = exp.bits[0]
+    for ax, row in zip(axes, exp.rows, strict=True):
+        record = store.load(_cells(preset, row, col.dataset, bits, seeds[:1])[0].cell_id)
+        hist = record.get("u_hist") if record else None
+        nc = " (N/C)" if record and not record.get("converged") else ""
+        ax.set(xlabel="u (before thresholding)", ylabel="count", xlim=(-40, 40),
+               title=f"{row.label}{nc}")
+        if not hist:
+            _missing_text(ax)
+            continue
+        t = dict(row.hyper).get("t", None if row.method == "dpah_no_kt" else 10)
+        if t is not None:
+            for x in (-t, t):
+                ax.axvline(x, ls=":", color="tab:red", lw=1)
+        edges = np.asarray(hist["edges"])
+        ax.stairs(np.asarray(hist["counts"]), edges, fill=True, color="tab:blue", alpha=0.8)
+        ax.text(0.02, 0.97, f"std {hist['std']:.2f}\nrange [{hist['min']:.1f}, {hist['max']:.1f}]"
+                + (f"\n{hist['below'] + hist['above']} outside ±40"
+                   if hist["below"] + hist["above"] else ""),
+                transform=ax.transAxes, va="top", fontsize=7)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _fig_tsne(plt, exp, preset, store, seeds, cols):
+    col = _first_image_column(preset)
+    fig, axes = _panels(plt, len(exp.rows), width=3.8, height=3.8)
+    bits = exp.bits[0]
+    for ax, row in zip(axes, exp.rows, strict=True):
+        cell = _cells(preset, row, col.dataset, bits, seeds[:1])[0]
+        path = store.tsne_path(cell.cell_id)
+        record = store.load(cell.cell_id)
+        nc = " (N/C)" if record and not record.get("converged") else ""
+        ax.set(title=f"{row.label}{nc}", xticks=[], yticks=[])
+        if not path.exists():
+            _missing_text(ax)
+            continue
+        with np.load(path) as d:
+            emb, cls = d["embedding"], d["classes"]
+        ax.scatter(emb[:, 0], emb[:, 1], c=cls % 20, cmap="tab20", s=4, alpha=0.8,
+                   vmin=0, vmax=19)
+        ax.text(0.02, 0.02, f"{len(np.unique(cls))} classes, {len(cls)} codes",
+                transform=ax.transAxes, fontsize=7)
+    return fig
