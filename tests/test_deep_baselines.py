@@ -100,7 +100,9 @@ def test_position_regulariser_eq6_loops():
     rows = b.tolist()
     balance = sum((sum(r) / K - 0.5) ** 2 for r in rows) / (2 * B)
     quant = sum(sum((v - 0.5) ** 2 for v in r) for r in rows) / (2 * B)
-    assert position_regulariser(b).item() == pytest.approx(balance - quant, rel=1e-12)
+    printed = position_regulariser(b, quant_norm="sum").item()
+    assert printed == pytest.approx(balance - quant, rel=1e-12)
+    assert position_regulariser(b).item() == pytest.approx(balance - quant / K, rel=1e-12)
 
 
 # ---------------------------------------------------------------------- contrastive / triplet

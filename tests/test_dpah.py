@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.metrics import map_at_k
 from methods import get_method
 from methods.deep.dpah import (
     DPAH,
@@ -154,11 +155,18 @@ def test_reg_loss_matches_eq6_transcription():
     n, k = B_HAND.shape
     balance = sum((sum(float(x) for x in row) / k - 0.5) ** 2 for row in B_HAND) / (2 * n)
     quant = sum((float(x) - 0.5) ** 2 for row in B_HAND for x in row) / (2 * n)
-    assert float(reg_loss(B_HAND)) == pytest.approx(balance - quant, rel=1e-12)
+    # as printed: quantization summed over the K bits
+    assert float(reg_loss(B_HAND, quant_norm="sum")) == pytest.approx(balance - quant, rel=1e-12)
+    # default: SSDH's 1/K scaling of the quantization term
+    assert float(reg_loss(B_HAND)) == pytest.approx(balance - quant / k, rel=1e-12)
     batch_balance = 0.5 * (float(B_HAND.mean()) - 0.5) ** 2
-    assert float(reg_loss(B_HAND, "batch")) == pytest.approx(batch_balance - quant, rel=1e-12)
+    assert float(reg_loss(B_HAND, "batch", "sum")) == pytest.approx(
+        batch_balance - quant, rel=1e-12
+    )
     with pytest.raises(ValueError, match="balance_mode"):
         reg_loss(B_HAND, "global")
+    with pytest.raises(ValueError, match="quant_norm"):
+        reg_loss(B_HAND, quant_norm="max")
 
 
 def test_reg_loss_bounds():
@@ -171,11 +179,13 @@ def test_reg_loss_bounds():
         torch.full((4, k), 0.5),
         torch.tensor(rng.integers(0, 2, (8, k)), dtype=torch.float64),
     ]:
-        balance, quant = reg_parts(b)
+        balance, quant = reg_parts(b, quant_norm="sum")
         assert 0.0 <= float(balance) <= 1 / 8 + 1e-12
         assert -k / 8 - 1e-12 <= float(quant) <= 0.0
-    balance, quant = reg_parts(torch.zeros(4, k))
+        assert float(reg_parts(b)[1]) == pytest.approx(float(quant) / k)
+    balance, quant = reg_parts(torch.zeros(4, k), quant_norm="sum")
     assert float(balance) == pytest.approx(1 / 8) and float(quant) == pytest.approx(-k / 8)
+    assert float(reg_parts(torch.zeros(4, k))[1]) == pytest.approx(-1 / 8)
 
 
 def test_kt_loss_matches_eq7_and_its_gradient():
@@ -394,3 +404,25 @@ def test_clamp_centers_stay_in_unit_interval():
     ).fit(x, y)
     theta = m.centers()
     assert np.all((theta >= 0) & (theta <= 1))
+
+
+def test_printed_eq6_scale_collapses_and_default_does_not():
+    """The finding behind ``quant_norm="bits_mean"``: on real data (scikit-learn's digits, the
+    smoke preset's setting) Eq. (6) as printed (quantization summed over K, beta = 1) drives every
+    item to one code; SSDH's 1/K scaling does not."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(digits.target))[:600]
+    X = (digits.data[idx] / 16.0).astype(np.float32)
+    Y = np.eye(10, dtype=np.uint8)[digits.target[idx]]
+    opts = {"n_bits": 32, "backbone": "mlp", "from_scratch": True, "epochs": 10,
+            "batch_size": 64, "lr": 0.05, "progress": False}
+    printed = get_method("dpah")(quant_norm="sum", **opts).fit(X, Y)
+    default = get_method("dpah")(**opts).fit(X, Y)
+    assert len(np.unique(printed.encode(X), axis=0)) == 1
+    assert printed.convergence_report(printed.encode(X))["converged"] is False
+    codes = default.encode(X)
+    assert len(np.unique(codes, axis=0)) > 100
+    assert map_at_k(codes, codes, Y, Y) > 0.5

@@ -27,6 +27,11 @@ Readings where the paper is silent (METHODS.md 1.13), each an option:
 * A5: centers learn at the head's learning rate (``hash_lr_mult``); their weight decay is
   ``center_weight_decay`` (default 5e-4, as every other parameter).
 * ``balance_mode``: ``"per_sample"`` (Eq. 6 as printed) or ``"batch"`` (SSDH's released layer).
+* ``quant_norm``: Eq. (6)'s quantization term divided by K (``"bits_mean"``, default: SSDH's E2,
+  the source the paper cites for L_reg) or summed over the K bits (``"sum"``, as printed). As
+  printed, with beta = 1 every run we made collapsed to a single code (the reward K/8 outweighs
+  the O(log C) inter loss; see :func:`methods.deep.losses.reg_parts`), so the default departs
+  from the printed scale; ``quant_norm="sum"`` reproduces it.
 
 A weight of 0 drops its term (and its log entry): ``dpah_no_kt`` has no ``"kt"`` term.
 Loss terms (weighted) are logged as ``"inter"``, ``"intra"``, ``"reg"``, ``"kt"``.
@@ -44,7 +49,7 @@ from torch import nn
 
 from methods.base import register, register_variant
 from methods.deep.base import DeepHashMethod, TrainStep
-from methods.deep.losses import BALANCE_MODES, kt_loss, reg_loss
+from methods.deep.losses import BALANCE_MODES, QUANT_NORMS, kt_loss, reg_loss
 
 __all__ = [
     "CENTER_INITS",
@@ -195,6 +200,7 @@ def dpah_loss_terms(
     gamma: float = 0.01,
     t: float = 10.0,
     balance_mode: str = "per_sample",
+    quant_norm: str = "bits_mean",
 ) -> dict[str, torch.Tensor]:
     """Weighted terms of Eq. (8) for raw outputs ``u`` (B x K); zero-weight terms are left out."""
     b = torch.sigmoid(u)  # Eq. (5)
@@ -202,7 +208,7 @@ def dpah_loss_terms(
     if lam:
         terms["intra"] = lam * intra_loss(b, labels, centers)
     if beta:
-        terms["reg"] = beta * reg_loss(b, balance_mode)
+        terms["reg"] = beta * reg_loss(b, balance_mode, quant_norm)
     if gamma:
         terms["kt"] = gamma * kt_loss(u, t)
     return terms
@@ -234,9 +240,11 @@ class DPAH(DeepHashMethod):
         center_init: str = "normal",
         center_weight_decay: float = 5e-4,
         balance_mode: str = "per_sample",
+        quant_norm: str = "bits_mean",
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.quant_norm = quant_norm
         self.alpha = alpha
         self.lam = lam
         self.beta = beta
@@ -256,6 +264,8 @@ class DPAH(DeepHashMethod):
             raise ValueError(
                 f"balance_mode must be one of {BALANCE_MODES}, got {self.balance_mode!r}"
             )
+        if self.quant_norm not in QUANT_NORMS:
+            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
         if self.center_param not in CENTER_PARAMS:
             raise ValueError(
                 f"center_param must be one of {CENTER_PARAMS}, got {self.center_param!r}"
@@ -299,6 +309,7 @@ class DPAH(DeepHashMethod):
             gamma=self.gamma,
             t=self.t,
             balance_mode=self.balance_mode,
+            quant_norm=self.quant_norm,
         )
 
     def centers(self) -> Any:

@@ -28,7 +28,7 @@ from torch import nn
 
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
-from methods.deep.losses import reg_loss
+from methods.deep.losses import QUANT_NORMS, reg_loss
 
 __all__ = [
     "ContrastiveHashing",
@@ -75,14 +75,15 @@ def check_pair_batch(u: torch.Tensor, labels: torch.Tensor) -> None:
         )
 
 
-def position_regulariser(b: torch.Tensor) -> torch.Tensor:
+def position_regulariser(b: torch.Tensor, quant_norm: str = "bits_mean") -> torch.Tensor:
     """DPAH's ``L_reg`` (Eq. 6) on relaxed codes ``b`` in (0,1)^K, batch mean for ``1/N`` (A4).
 
     ``1/2 mean_i (mean_k b_ik - 1/2)^2 - 1/2 mean_i sum_k (b_ik - 1/2)^2``: per-sample bit balance
-    minus a quantisation term pushing every entry away from 1/2. Every Table 1 row carries it (A6);
+    minus a quantisation term pushing every entry away from 1/2 (divided by K with the default
+    ``quant_norm="bits_mean"``, summed over the K bits with ``"sum"``: see ``reg_parts``). Every Table 1 row carries it (A6);
     this is the shared implementation of :mod:`methods.deep.losses`, the one DPAH uses.
     """
-    return reg_loss(b, balance_mode="per_sample")
+    return reg_loss(b, balance_mode="per_sample", quant_norm=quant_norm)
 
 
 # ---------------------------------------------------------------------- losses
@@ -130,17 +131,20 @@ class _Table1Mixin:
 
     beta: float
     use_reg: bool
+    quant_norm: str
 
     def _check_common(self) -> None:
         if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             raise ValueError(f"beta (weight of L_reg) must be a number >= 0, got {self.beta!r}")
         if not isinstance(self.use_reg, bool):
             raise TypeError(f"use_reg must be True or False, got {self.use_reg!r}")
+        if self.quant_norm not in QUANT_NORMS:
+            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
 
     def _reg_terms(self, b: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.use_reg or self.beta == 0:
             return {}
-        return {"reg": self.beta * position_regulariser(b)}
+        return {"reg": self.beta * position_regulariser(b, self.quant_norm)}
 
 
 @register("contrastive")
@@ -164,9 +168,11 @@ class ContrastiveHashing(_Table1Mixin, DeepHashMethod):
         margin: float | None = None,
         beta: float = 1.0,
         use_reg: bool = True,
+        quant_norm: str = "bits_mean",
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.quant_norm = quant_norm
         self.margin = margin
         self.beta = beta
         self.use_reg = use_reg
@@ -211,9 +217,11 @@ class TripletHashing(_Table1Mixin, DeepHashMethod):
         margin: float | None = None,
         beta: float = 1.0,
         use_reg: bool = True,
+        quant_norm: str = "bits_mean",
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.quant_norm = quant_norm
         self.margin = margin
         self.beta = beta
         self.use_reg = use_reg

@@ -33,7 +33,7 @@ from torch import nn
 from methods.base import register, register_variant
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.dpah import DPAH_PAPER, TEST_PARAMS
-from methods.deep.losses import BALANCE_MODES, kt_loss, reg_loss
+from methods.deep.losses import BALANCE_MODES, QUANT_NORMS, kt_loss, reg_loss
 
 __all__ = [
     "ClassifierHead",
@@ -128,9 +128,11 @@ class _PointwiseBase(DeepHashMethod):
         gamma: float = 0.0,
         t: float = 10.0,
         balance_mode: str = "per_sample",
+        quant_norm: str = "bits_mean",
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.quant_norm = quant_norm
         self.beta = beta
         self.gamma = gamma
         self.t = t
@@ -145,6 +147,8 @@ class _PointwiseBase(DeepHashMethod):
             raise ValueError(
                 f"balance_mode must be one of {BALANCE_MODES}, got {self.balance_mode!r}"
             )
+        if self.quant_norm not in QUANT_NORMS:
+            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
 
     @abc.abstractmethod
     def supervision(self, head: nn.Module, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -156,7 +160,7 @@ class _PointwiseBase(DeepHashMethod):
         b = torch.sigmoid(u)  # Eq. (5)
         terms = {self.term: self.supervision(head, b, labels)}
         if self.beta:
-            terms["reg"] = self.beta * reg_loss(b, self.balance_mode)
+            terms["reg"] = self.beta * reg_loss(b, self.balance_mode, self.quant_norm)
         if self.gamma:
             terms["kt"] = self.gamma * kt_loss(u, self.t)
         return terms
