@@ -1,9 +1,12 @@
 """Deep baselines of Tables 1 and 3 on offline data: mAP@all at 16/32/48/64 bits, one seed.
 
-MIRFlickr-25K (real multi-label: 24 labels, 1,386-d binary tag features; the project's protocol
-``data_protocols.get_protocol("mirflickr25k")``: 2,000 random queries, the other 18,015 items as
-database, 10,000 of the database as training set), every deep baseline with the ``mlp`` backbone on
-the tag vectors (z-scored with training statistics unless ``--no-standardize``). Not the paper's
+``--dataset mirflickr25k``: MIRFlickr-25K (real multi-label: 24 labels, 1,386-d binary tag
+features; ``data_protocols.get_protocol("mirflickr25k")``: 2,000 random queries, the other 18,015
+items as database, 10,000 of the database as training set). ``--dataset cifar10``: CIFAR-10 from
+the offline JPEG copy, appendix protocol (1,000 / 59,000 / 5,000), 1,024-d features of the
+ImageNet-pretrained MobileNet embedder (cached under ``results/cache``). Every deep baseline trains
+the ``mlp`` backbone on the features (z-scored with training statistics unless
+``--no-standardize``). Not the paper's
 setting (AlexNet fine-tuned on NUS-WIDE / COCO / ImageNet-100): a CPU check that every baseline
 trains, converges and ranks, never a number to compare with the paper's tables.
 
@@ -11,6 +14,7 @@ A run whose training loss went NaN/inf, or whose database codes collapsed to a s
 reported as ``N/C`` (did not converge), not as a number.
 
     python -m benchmarks.baselines_comparison --bits 16 32 48 64 --epochs 30 --batch-size 128
+    python -m benchmarks.baselines_comparison --dataset cifar10 --epochs 30 --batch-size 128
 
 Each finished cell is written to ``--out`` (JSON, rewritten atomically after every cell, so an
 interrupted run resumes where it stopped); the Markdown table is printed at the end.
@@ -21,35 +25,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-METHODS = ("dsh", "hashnet", "dhn", "dnnh", "ssdh", "contrastive", "triplet")
-DEFAULT_OUT = Path("results") / "baselines_comparison_mirflickr.json"
+from benchmarks.metrics import map_at_k
+from benchmarks.results import environment
+
+METHODS = ("dsh", "hashnet", "dhn", "dnnh", "ssdh", "contrastive", "triplet", "softmax_ce",
+           "max_margin")
+#: our dataset key -> (protocol, load options)
+DATASETS = {
+    "mirflickr25k": ("mirflickr25k", {}),
+    "cifar10": ("cifar10", {"feature_backbone": "mobilenet_tflite"}),
+}
 
 
-def load_mirflickr(data_root: Path | None, seed: int, standardize: bool) -> dict[str, Any]:
-    """The project's MIRFlickr-25K protocol (``data_protocols.get_protocol("mirflickr25k")``).
+def default_out(dataset: str) -> Path:
+    suffix = "mirflickr" if dataset == "mirflickr25k" else dataset
+    return Path("results") / f"baselines_comparison_{suffix}.json"
 
-    With ``standardize``, every tag column is centred and scaled by the *training* split's mean and
+
+def load_data(
+    dataset: str, data_root: Path | None, seed: int, standardize: bool
+) -> tuple[dict[str, Any], str]:
+    """A protocol split as ``{part: (X, Y)}`` plus its split hash.
+
+    With ``standardize``, every feature column is centred and scaled by the *training* split's mean and
     standard deviation (+0.01): the raw 0/1 tag vectors give a freshly initialised MLP such small
     activations that the pair-wise losses start at their zero-output saddle (HashNet's loss stays at
     log 2; see README_baselines.md).
     """
     from data_protocols import get_protocol
 
-    bench = get_protocol("mirflickr25k").load(data_root, seed=seed, progress=False)
+    protocol, options = DATASETS[dataset]
+    bench = get_protocol(protocol).load(data_root, seed=seed, progress=False, **options)
     data = {p: (np.asarray(bench.inputs(p), dtype=np.float32), np.asarray(bench.targets(p)))
             for p in ("train", "query", "database")}
     if standardize:
         mu = data["train"][0].mean(axis=0)
         sd = data["train"][0].std(axis=0) + 0.01
         data = {p: (((x - mu) / sd).astype(np.float32), y) for p, (x, y) in data.items()}
-    return data
+    return data, bench.split.hash()
 
 
 def diverged(method: Any, db_codes: np.ndarray) -> str | None:
@@ -60,30 +79,6 @@ def diverged(method: Any, db_codes: np.ndarray) -> str | None:
     """
     report = method.convergence_report(db_codes)
     return None if report["converged"] else str(report["reason"])
-
-
-def _map_all(qc: np.ndarray, dc: np.ndarray, ql: np.ndarray, dl: np.ndarray) -> tuple[float, str]:
-    """mAP@all via ``benchmarks.metrics.map_at_k``; a local fallback (same conventions: ties by
-    ascending database index, queries without relevant items dropped) only while it is absent."""
-    try:
-        from benchmarks.metrics import map_at_k
-    except ImportError:
-        map_at_k = None
-    if map_at_k is not None:
-        value = map_at_k(qc, dc, ql, dl, k=len(dc))
-        return float(getattr(value, "mean", value)), "benchmarks.metrics.map_at_k"
-    df, dlf = dc.astype(np.float32), dl.astype(np.float32)
-    aps: list[float] = []
-    for s in range(0, len(qc), 256):
-        q = qc[s : s + 256].astype(np.float32)
-        ham = q.sum(1, keepdims=True) + df.sum(1)[None] - 2.0 * q @ df.T
-        order = np.argsort(ham, axis=1, kind="stable")
-        rel = np.take_along_axis(ql[s : s + 256].astype(np.float32) @ dlf.T > 0, order, axis=1)
-        hits = np.cumsum(rel, axis=1)
-        ap = (hits / np.arange(1, rel.shape[1] + 1) * rel).sum(1)
-        keep = hits[:, -1] > 0
-        aps.extend((ap[keep] / hits[keep, -1]).tolist())
-    return float(np.mean(aps)), "local fallback (benchmarks.metrics absent)"
 
 
 def run_cell(
@@ -117,8 +112,7 @@ def run_cell(
     if reason is not None:
         cell.update(status="N/C", reason=reason, map_all=None)
     else:
-        value, how = _map_all(q_codes, db_codes, Yq, Ydb)
-        cell.update(status="ok", map_all=value, metric_impl=how)
+        cell.update(status="ok", map_all=float(map_at_k(q_codes, db_codes, Yq, Ydb, k=None)))
     return cell
 
 
@@ -156,23 +150,31 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 48, 64])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mirflickr25k",
+                        help="offline data (default: mirflickr25k)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="baselines to run (default: all)")
+    parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 48, 64],
+                        help="code lengths")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the protocol split")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
     parser.add_argument("--lr", type=float, default=None, help="default: the trainer's (1e-3)")
     parser.add_argument("--hash-lr-mult", type=float, default=None,
                         help="lr multiplier of the head (default: the trainer's, 1)")
     parser.add_argument("--no-standardize", action="store_true",
-                        help="feed the raw 0/1 tag vectors (default: z-scored by train statistics)")
+                        help="feed the raw features (default: z-scored by train statistics)")
     parser.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON of finished cells (default: "
+                             "results/baselines_comparison_<dataset>.json)")
     parser.add_argument("--fresh", action="store_true", help="ignore finished cells in --out")
     args = parser.parse_args(argv)
 
-    data = load_mirflickr(args.data_root, args.split_seed, not args.no_standardize)
+    args.out = args.out or default_out(args.dataset)
+    data, split_hash = load_data(args.dataset, args.data_root, args.split_seed,
+                                 not args.no_standardize)
     train_options: dict[str, Any] = {
         "backbone": "mlp",
         "epochs": args.epochs,
@@ -184,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.hash_lr_mult is not None:
         train_options["hash_lr_mult"] = args.hash_lr_mult
     setting = {
-        "dataset": "mirflickr25k (tag features)",
-        "protocol": "data_protocols.get_protocol('mirflickr25k')",
+        "dataset": args.dataset,
+        "protocol": f"data_protocols.get_protocol({DATASETS[args.dataset][0]!r})",
+        "load_options": DATASETS[args.dataset][1],
+        "split_hash": split_hash,
         "split": {p: len(data[p][1]) for p in ("query", "database", "train")},
         "split_seed": args.split_seed,
         "standardize": not args.no_standardize,
         "train_options": train_options,
         "metric": "mAP@all (benchmarks.metrics.map_at_k, k = database size)",
-        "python": platform.python_version(),
     }
     done: list[dict[str, Any]] = []
     if args.out.is_file() and not args.fresh:
@@ -208,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, bits in iterator:
         cell = run_cell(name, bits, data, seed=args.seed, train_options=train_options)
         done.append(cell)
+        cell["environment"] = environment()
+        cell["utc_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _write_atomic(args.out, {"setting": setting, "cells": done})
         shown = "N/C" if cell["status"] != "ok" else f"{cell['map_all']:.4f}"
         print(f"{name:12s} {bits:3d} bits  mAP@all {shown}  ({cell['fit_seconds']} s)", flush=True)

@@ -1,18 +1,24 @@
-"""Evidence run: DPAH vs its ablations (DPAH\\KT, HPA(lambda=0)) vs softmax+CE on real multi-label
-data, on CPU.
+"""Evidence run: DPAH vs its ablations (DPAH\\KT, HPA(lambda=0)) vs softmax+CE on real data, on CPU.
 
-MIRFlickr-25K (20,015 items, 24 real labels, 1,386-d binary tag features): 2,000 random queries, the
-rest database, 10,000 of the database train (``data_protocols.get_protocol("mirflickr25k")``); every
-method trains an ``mlp`` backbone (one hidden ReLU layer) + its head from scratch, with DPAH's SGD
-settings (momentum 0.9, weight decay 5e-4, batch 256, fixed learning rate) for a reduced number of
-epochs. Metrics: mAP@all and mAP@5000 (relevance = at least one shared label; ranking by Hamming
-distance, ties by database index; queries with no relevant item in the top K dropped, HashNet's
-convention). Mean and standard deviation over seeds (the seed changes the split and the training).
+Datasets (``--dataset``), both through :mod:`data_protocols`:
+
+* ``mirflickr25k``: MIRFlickr-25K (20,015 items, 24 real labels, 1,386-d binary tag features);
+  2,000 random queries, the rest database, 10,000 of the database train. Multi-label.
+* ``cifar10``: CIFAR-10 from the offline JPEG copy, appendix protocol (1,000 queries, 59,000
+  database, 5,000 train), 1,024-d features of the ImageNet-pretrained MobileNet embedder
+  (cached under ``results/cache``; extraction takes ~20 minutes on 2 cores the first time).
+
+Every method trains an ``mlp`` backbone (one hidden ReLU layer) + its head from scratch on the
+features, with DPAH's SGD settings (momentum 0.9, weight decay 5e-4, fixed learning rate) for a
+reduced number of epochs. Metrics (:func:`benchmarks.metrics.map_at_k`): mAP@all and mAP@5000
+(relevance = at least one shared label; ties by database index; queries with no relevant item in
+the top K dropped, HashNet's convention). Mean and standard deviation over seeds (the seed
+changes the split and the training).
 
 This is *not* the paper's setting (no images, no AlexNet, far fewer epochs): the table says so.
 
     python -m benchmarks.deep_comparison --help
-    python -m benchmarks.deep_comparison --bits 16 32 48 64 --seeds 0 1 2 --epochs 15
+    python -m benchmarks.deep_comparison --dataset cifar10 --bits 16 32 48 64 --seeds 0 1 2
     python -m benchmarks.deep_comparison --select-lr 0.01 0.1 0.5    # lr grid on a train split
 """
 
@@ -21,11 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.metrics import map_at_k
+from benchmarks.results import environment
 from methods import get_method
 
 METHODS = ("dpah", "dpah_no_kt", "hpa_lambda0", "softmax_ce")
@@ -37,63 +46,23 @@ LABELS = {
 }
 
 
-# ---------------------------------------------------------------------- metrics
-def _local_map_at_k(qc: np.ndarray, dc: np.ndarray, ql: np.ndarray, dl: np.ndarray,
-                    k: int | None) -> float:
-    """Fallback mAP@K (HashNet convention; ties by ascending database index)."""
-    k = dc.shape[0] if k is None else min(k, dc.shape[0])
-    qf, df = qc.astype(np.float32), dc.astype(np.float32)
-    aps = []
-    for s in range(0, len(qc), 256):
-        q = qf[s : s + 256]
-        ham = q.sum(1, keepdims=True) + df.sum(1)[None] - 2 * q @ df.T
-        order = np.argsort(ham, axis=1, kind="stable")[:, :k]
-        rel = (ql[s : s + 256].astype(np.float32) @ dl.T.astype(np.float32)) > 0
-        rel_k = np.take_along_axis(rel, order, axis=1)
-        hits = np.cumsum(rel_k, axis=1)
-        n_rel = hits[:, -1]
-        prec = hits / np.arange(1, k + 1)
-        ap = (prec * rel_k).sum(1)
-        keep = n_rel > 0
-        aps.extend((ap[keep] / n_rel[keep]).tolist())
-    return float(np.mean(aps)) if aps else 0.0
-
-
-def map_at_k(qc, dc, ql, dl, k=None) -> tuple[float, str]:
-    """benchmarks.metrics.map_at_k when present, else the local fallback; says which."""
-    try:
-        from benchmarks.metrics import map_at_k as project_map
-
-        return float(project_map(qc, dc, ql, dl, k=k)), "benchmarks.metrics.map_at_k"
-    except ImportError:
-        return _local_map_at_k(qc, dc, ql, dl, k), "local fallback (benchmarks.metrics absent)"
-
-
 # ---------------------------------------------------------------------- data
-def load_mirflickr(seed: int, data_root: str | None):
-    """(train X, train Y, query X, query Y, db X, db Y, loader description)."""
-    try:
-        from data_protocols import get_protocol
+DATASETS = {
+    "mirflickr25k": ("mirflickr25k", {}, "MIRFlickr-25K (tag features)"),
+    "cifar10": ("cifar10", {"feature_backbone": "mobilenet_tflite"},
+                "CIFAR-10 (MobileNet embedder features)"),
+}
 
-        b = get_protocol("mirflickr25k").load(data_root, seed=seed, progress=False)
-        parts = [(b.inputs(p), b.targets(p)) for p in ("train", "query", "database")]
-        how = "data_protocols.get_protocol('mirflickr25k')"
-    except ImportError:
-        import scipy.io
 
-        root = Path(data_root or Path(__file__).resolve().parents[2] / "shared" / "data")
-        lab = scipy.io.loadmat(root / "mirflickr25k" / "mirflickr25k-lall.mat")["LAll"]
-        feat = scipy.io.loadmat(root / "mirflickr25k" / "mirflickr25k-yall.mat")["YAll"]
-        keep = lab.any(1)
-        lab, feat = (lab[keep] > 0).astype(np.uint8), feat[keep].astype(np.float32)
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(lab))
-        q, d = perm[:2000], np.sort(perm[2000:])
-        t = rng.choice(d, 10000, replace=False)
-        parts = [(feat[i], lab[i]) for i in (t, q, d)]
-        how = "local loader (data_protocols absent)"
-    (xt, yt), (xq, yq), (xd, yd) = parts
-    return xt, yt, xq, yq, xd, yd, how
+def load_dataset(name: str, seed: int, data_root: str | None):
+    """(train X, train Y, query X, query Y, db X, db Y, provenance dict) of a protocol split."""
+    from data_protocols import get_protocol
+
+    protocol, options, _ = DATASETS[name]
+    b = get_protocol(protocol).load(data_root, seed=seed, progress=False, **options)
+    (xt, yt), (xq, yq), (xd, yd) = [(b.inputs(p), b.targets(p)) for p in ("train", "query",
+                                                                           "database")]
+    return xt, yt, xq, yq, xd, yd, {"protocol": protocol, **options, "split_hash": b.split.hash()}
 
 
 # ---------------------------------------------------------------------- runs
@@ -109,12 +78,12 @@ def run_cell(name: str, bits: int, seed: int, data, args, lr: float) -> dict:
     m.fit(xt, yt)
     train_s = time.perf_counter() - t0
     qc, dc = m.encode(xq), m.encode(xd)
-    map_all, how = map_at_k(qc, dc, yq, yd, None)
-    map_5k, _ = map_at_k(qc, dc, yq, yd, 5000)
+    map_all = map_at_k(qc, dc, yq, yd, k=None)
+    map_5k = map_at_k(qc, dc, yq, yd, k=5000)
     u = m.raw_outputs(xt)
     return {
         "method": name, "bits": bits, "seed": seed, "lr": lr, "epochs": args.epochs,
-        "map_all": map_all, "map_5000": map_5k, "metric_impl": how, "train_s": train_s,
+        "map_all": map_all, "map_5000": map_5k, "train_s": train_s,
         "first_loss": m.history_[0]["loss"], "last_loss": m.history_[-1]["loss"],
         "max_abs_u": float(np.abs(u).max()), "frac_abs_u_gt_t": float((np.abs(u) > 10).mean()),
         "convergence": m.convergence_report(dc),
@@ -142,11 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 48, 64])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mirflickr25k",
+                   help="real offline data to run on (default: mirflickr25k)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help="registry names to compare (default: the four rows above)")
+    p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 48, 64], help="code lengths")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="seeds (each changes the split and the training)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (paper: 200)")
+    p.add_argument("--batch-size", type=int, default=256, help="mini-batch size (paper: 256)")
     p.add_argument("--hidden", type=int, default=256, help="MLP hidden units")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (paper: 1e-3)")
     p.add_argument("--select-lr", nargs="*", type=float, default=None,
@@ -155,9 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="extra hyper-parameters for every method, e.g. beta=0 (numbers parsed)")
     p.add_argument("--center-features", action="store_true",
                    help="subtract the training mean from the tag features (all methods)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--out", default="results/deep_comparison_mirflickr.json")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the datasets (default: ../shared/data or "
+                        "$HASHBENCH_DATA_ROOT)")
+    p.add_argument("--out", default=None,
+                   help="JSON written with every row (default: "
+                        "results/deep_comparison_<dataset>.json)")
     args = p.parse_args(argv)
     args.set = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     torch.set_num_threads(args.threads)
@@ -166,32 +143,34 @@ def main(argv: list[str] | None = None) -> None:
     lrs = {m: args.lr for m in args.methods}
     selection = {}
     if args.select_lr:
-        data0 = load_mirflickr(0, args.data_root)
+        data0 = load_dataset(args.dataset, 0, args.data_root)
         for m in args.methods:
             lrs[m], selection[m] = select_lr(m, 48, args.select_lr, data0, args)
             print(f"{m}: selected lr {lrs[m]:g}", flush=True)
     rows = []
     for seed in args.seeds:
-        data = load_mirflickr(seed, args.data_root)
+        data = load_dataset(args.dataset, seed, args.data_root)
         for bits in args.bits:
             for m in args.methods:
                 r = run_cell(m, bits, seed, data, args, lrs[m])
-                r["data_loader"] = data[6]
+                r["data"] = data[6]
                 rows.append(r)
                 print(f"seed {seed} {bits:>2} bits {m:<12} lr {lrs[m]:g}: "
                       f"mAP@all {r['map_all']:.4f} mAP@5000 {r['map_5000']:.4f} "
                       f"loss {r['first_loss']:.3f}->{r['last_loss']:.3f} "
                       f"max|u| {r['max_abs_u']:.1f} ({r['train_s']:.0f}s)", flush=True)
-    out = Path(args.out)
+    out = Path(args.out or f"results/deep_comparison_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "lr": lrs, "lr_selection": selection,
+                               "environment": environment("cpu"),
+                               "finished_utc": datetime.now(UTC).isoformat(),
+                               "wall_time_s": time.perf_counter() - t_start,
                                "rows": rows}, indent=1, default=str))
 
-    print(f"\nMIRFlickr-25K, mlp backbone ({args.hidden} hidden), {args.epochs} epochs, "
+    print(f"\n{DATASETS[args.dataset][2]}, mlp backbone ({args.hidden} hidden), {args.epochs} epochs, "
           f"seeds {args.seeds}, extra settings {args.set or 'none'}, centred features "
-          f"{args.center_features}; metric: {rows[0]['metric_impl']}; "
-          f"data: {rows[0]['data_loader']}")
-    print("NOT the paper's setting (tag features, MLP from scratch, reduced epochs).\n")
+          f"{args.center_features}; data: {rows[0]['data']}")
+    print("NOT the paper's setting (features, MLP from scratch, reduced epochs).\n")
     for metric in ("map_all", "map_5000"):
         print(f"| {metric} | lr | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
         print("|---|---|" + "---|" * len(args.bits))
