@@ -9,6 +9,7 @@ Examples::
     python run_all.py --table 3 --dry-run             # what would run, what is already done
     python run_all.py --list-methods
     python run_all.py --list-datasets
+    python run_all.py --table 3 --preset smoke --user-data mine.npz --n-query 200 --n-train 1000
 
 Every finished cell is one JSON file under ``<results-dir>/<preset>/cells/``; a re-run skips
 finished cells (``--force`` recomputes them) and an interrupted sweep resumes where it stopped.
@@ -34,7 +35,9 @@ from benchmarks.experiments import (
     cells_for,
     dedupe,
     get_preset,
+    image_feature_backbone,
     map_name,
+    user_preset,
 )
 
 log = logging.getLogger("hashbench.runner")
@@ -54,6 +57,16 @@ def _int_list(text: str) -> list[int]:
 
 def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only cells with these code lengths")
     narrow.add_argument("--seeds", type=_int_list, default=None, metavar="0,1,2",
                         help="seeds to run and aggregate (mean +- std); default: the preset's (0)")
+
+    user = p.add_argument_group(
+        "your own data (every table/figure then has one dataset column: yours, mAP@all, no "
+        "paper numbers; the preset still sets epochs, lr, backbones and feature backbone)")
+    user.add_argument("--user-data", default=None, metavar="PATH",
+                      help="run on your own dataset alone instead of the preset's: an image "
+                      "folder (<PATH>/<class>/<image>), a .csv of 'path,labels' rows (labels "
+                      "separated by | or ;, several allowed; image paths relative to the CSV), "
+                      "or a .npz with 'features' (N x D) and/or 'images' and 'labels' (N class "
+                      "ids or N x C multi-hot). Images are turned into features by the preset's "
+                      "feature backbone (raw pixels in smoke/test). Tables and figures go to "
+                      "<results-dir>/<preset>/user/<name>-<hash>/")
+    user.add_argument("--user-protocol", choices=["folder", "csv", "npz"], default=None,
+                      help="read --user-data with this protocol (default: from the path: a "
+                      "folder, .csv or .npz)")
+    user.add_argument("--user-name", default=None, metavar="NAME",
+                      help="name of your dataset in tables, cell ids and folders (default: the "
+                      "file's or folder's name without extension)")
+    user.add_argument("--n-query", type=_positive_int, default=None, metavar="N",
+                      help="with --user-data: number of random queries (default: the protocol's, "
+                      "min(1000, N/10)); every other item is the database")
+    user.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
+                      help="with --user-data: number of training items, drawn from the database "
+                      "(default: the protocol's, the whole database); n-query + n-train must "
+                      "not exceed the labelled items")
 
     where = p.add_argument_group("where")
     where.add_argument("--data-root", default=None,
@@ -223,14 +261,40 @@ def plan_cells(exps: list[Experiment], preset: Preset, args: argparse.Namespace)
     return cells
 
 
-def dry_run(cells: list[Cell], preset: Preset, args: argparse.Namespace) -> str:
+def user_data(args: argparse.Namespace, preset: Preset, parser: argparse.ArgumentParser):
+    """``--user-data``: the checked dataset (or a parser error naming the problem)."""
+    user_only = [flag for flag, value in (("--n-query", args.n_query),
+                                          ("--n-train", args.n_train),
+                                          ("--user-protocol", args.user_protocol),
+                                          ("--user-name", args.user_name)) if value is not None]
+    if args.user_data is None:
+        if user_only:
+            verb = "applies" if len(user_only) == 1 else "apply"
+            parser.error(f"{', '.join(user_only)} only {verb} to your own data: give "
+                         "--user-data PATH (a folder, a .csv or a .npz)")
+        return None
+    from benchmarks.user_data import UserDataError, resolve_user_data
+
+    try:
+        return resolve_user_data(args.user_data, args.user_protocol, args.user_name,
+                                 args.n_query, args.n_train,
+                                 image_backbone=image_feature_backbone(preset))
+    except UserDataError as exc:
+        parser.error(str(exc))
+
+
+def dry_run(cells: list[Cell], preset: Preset, args: argparse.Namespace,
+            outputs: str | None = None) -> str:
     from benchmarks.results import ResultStore
 
-    store = ResultStore(args.results_dir, preset.name)
+    store = ResultStore(args.results_dir, preset.name, outputs)
     done = [c for c in cells if store.is_done(c.cell_id)]
     todo = [c for c in cells if not store.is_done(c.cell_id)]
     lines = [f"dry run, preset {preset.name}: {len(cells)} cells, {len(done)} done, "
              f"{len(todo)} to run" + (" (--force: all would be recomputed)" if args.force else "")]
+    if preset.user_data:
+        lines.append(f"  {preset.columns[0].dataset.label}: {preset.columns[0].dataset.note}")
+        lines.append(f"  cells in {store.cells_dir}, tables/figures in {store.tables_dir.parent}")
     for c in todo:
         lines.append(f"  TO RUN  {c.cell_id}  ({c.describe()})")
     for c in done:
@@ -257,9 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("nothing to do: give --table, --figure or --all (or --list-methods / "
                      "--list-datasets)")
     preset = get_preset(args.preset)
+    ud = user_data(args, preset, parser)
+    outputs = None
+    if ud is not None:
+        preset = user_preset(preset, ud.spec, ud.name)
+        outputs = f"user/{ud.key}"
+        log.info("%s", ud.summary())
     cells = plan_cells(exps, preset, args)
     if args.dry_run:
-        print(dry_run(cells, preset, args))
+        print(dry_run(cells, preset, args, outputs))
         return 0
 
     from benchmarks.launchers import (
@@ -273,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.render import render_figure, render_table
     from benchmarks.results import ResultStore
 
-    store = ResultStore(args.results_dir, preset.name)
+    store = ResultStore(args.results_dir, preset.name, outputs)
     opts = RunOptions(
         results_dir=str(Path(args.results_dir).resolve()), preset=preset.name,
         data_root=args.data_root, device=args.device, force=args.force,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "cells_for",
     "get_experiment",
     "get_preset",
+    "image_feature_backbone",
+    "user_preset",
 ]
 
 TABLE3_BITS = (16, 32, 48, 64)
@@ -96,14 +98,23 @@ class Column:
     paper_key: str  # key in paper_numbers.csv ("nus_wide", "coco", "imagenet100", "cifar10")
     dataset: DatasetSpec | None  # None: this preset has no data for the column
     k: int | None  # our cutoff (None = mAP@all)
+    #: a column that is no paper dataset (a user's own data, ``paper_key="user"``): its name
+    label: str = ""
+
+    @property
+    def is_paper(self) -> bool:
+        """Whether the column is one of the paper's datasets (and so has paper numbers)."""
+        return self.paper_key in PAPER_DATASETS
 
     @property
     def paper_label(self) -> str:
+        if not self.is_paper:
+            return self.label or self.paper_key
         return PAPER_DATASETS[self.paper_key][0]
 
     @property
     def paper_k(self) -> int | None:
-        return PAPER_DATASETS[self.paper_key][1]
+        return PAPER_DATASETS[self.paper_key][1] if self.is_paper else None
 
     @property
     def metric_name(self) -> str:
@@ -180,6 +191,8 @@ class Preset:
     #: per-method hyper-parameter changes this preset needs (e.g. fewer SDH anchors on the
     #: 500-item digits training set); stored in every cell and printed under every table
     method_hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the name of a user's own dataset when this preset runs on it alone (``user_preset``)
+    user_data: str = ""
 
     def column_for(self, paper_key: str) -> Column | None:
         for col in self.columns + self.appendix_columns:
@@ -205,6 +218,9 @@ class Preset:
             for m, h in self.method_hyper.items()
         )
         extra = f" Changed hyper-parameters: {changed}." if changed else ""
+        if self.user_data:
+            return (f"preset `{self.name}` on your own data: {self.description}{extra} "
+                    "The paper has no numbers for this dataset (paper and difference: –).")
         if self.paper_setting:
             return f"preset `{self.name}`: {self.description}{extra}"
         return (
@@ -300,6 +316,33 @@ PRESETS: dict[str, Preset] = {
         method_hyper={"sdh": {"n_anchors": 300}, "ksh": {"n_labelled": 500}},
     ),
 }
+
+
+def image_feature_backbone(preset: Preset) -> str | None:
+    """The feature backbone the preset gives image datasets (its image column's): ``raw`` in
+    smoke/test, ``mobilenet_tflite`` in cpu, ``alexnet`` (fc7) in paper."""
+    for col in (preset.column_for("imagenet100"), *preset.columns):
+        if col is not None and col.dataset is not None:
+            return col.dataset.feature_backbone
+    return None
+
+
+def user_preset(base: Preset, dataset: DatasetSpec, name: str) -> Preset:
+    """``base`` run on a user's own dataset alone: one column (``name``, mAP@all, no paper
+    numbers) for every table and figure; training settings, method hyper-parameters, code lengths
+    and seeds stay the base preset's, and results go to the base preset's folder."""
+    col = Column("user", dataset, None, label=name)
+    lr = f"lr {base.lr}" if base.lr is not None else "each method's own lr"
+    features = (f"`{dataset.feature_backbone}` features of the images" if dataset.feature_backbone
+                else "the features in the file")
+    description = (
+        f"dataset `{name}` ({dataset.label}), mAP@all. Settings of preset "
+        f"`{base.name}`: deep methods backbone `{base.deep_backbone}`, {base.epochs} epochs, "
+        f"batch {base.batch_size}, {lr}; shallow methods (and feature-input deep methods) on "
+        f"{features}."
+    )
+    return replace(base, description=description, paper_setting=False, columns=(col,),
+                   appendix_columns=(col,), table2_column=col, user_data=name)
 
 
 def get_preset(name: str) -> Preset:

@@ -168,12 +168,35 @@ def _cells(preset: Preset, row: Row, ds, bits: int, seeds, backbone=None) -> lis
 def _column_note(col: Column, preset: Preset) -> str:
     if col.dataset is None:
         return f"{col.paper_label}: no data in preset `{preset.name}` (column left out)"
+    if not col.is_paper:
+        return (f"{col.paper_label}: your dataset, {col.dataset.label}, {map_name(col.k)} — "
+                f"{col.dataset.note}; no paper numbers")
     if preset.paper_setting:
         return f"{col.paper_label}: {col.dataset.label}, {map_name(col.k)}"
     return (
         f"column {col.paper_label} (paper: {map_name(col.paper_k)}) is filled with "
         f"{col.dataset.label}, {map_name(col.k)} — {col.dataset.note}"
     )
+
+
+def _block(col: Column) -> str:
+    """A dataset block's title: the paper's dataset and ours, or the user's dataset."""
+    if not col.is_paper:
+        return f"{col.paper_label} — {col.dataset.label}"
+    return f"{col.paper_label} — ours: {col.dataset.label}"
+
+
+def _paper_key(col: Column, *key: Any) -> tuple | None:
+    """The paper_numbers.csv key of an entry; None for a column that is not a paper dataset."""
+    return key if col.is_paper else None
+
+
+def _two_maps(col: Column) -> list[str]:
+    """Tables 1 and 2: our cutoff (beside the paper's) and mAP@all; mAP@all alone for a user's
+    dataset evaluated at mAP@all."""
+    if not col.is_paper:
+        return [map_name(col.k)] if col.k is None else [map_name(col.k), "mAP@all"]
+    return [f"{map_name(col.k)} (paper {map_name(col.paper_k)})", "mAP@all"]
 
 
 def build_table(exp: Experiment, preset: Preset, store: ResultStore,
@@ -197,12 +220,12 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             notes.append(_column_note(col, preset))
             if col.dataset is None:
                 continue
-            block = f"{col.paper_label} — ours: {col.dataset.label}, {map_name(col.k)}"
+            block = f"{_block(col)}, {map_name(col.k)}"
             blocks.append((block, [f"{b} bits" for b in preset.bits]))
             for row in rows:
                 for b in preset.bits:
-                    pk = (exp.paper_table, row.label, col.paper_key, "alexnet", b,
-                          map_name(col.paper_k))
+                    pk = _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                                    map_name(col.paper_k))
                     add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
                         _mkey(col.k), pk)
     elif exp.layout == "two_maps_by_dataset":
@@ -211,46 +234,52 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             notes.append(_column_note(col, preset))
             if col.dataset is None:
                 continue
-            block = f"{col.paper_label} — ours: {col.dataset.label}"
-            labels = [f"{map_name(col.k)} (paper {map_name(col.paper_k)})", "mAP@all"]
+            block = _block(col)
+            labels = _two_maps(col)
             blocks.append((block, labels))
             for row in rows:
                 cells = _cells(preset, row, col.dataset, b, seeds)
                 add(block, labels[0], row, cells, _mkey(col.k),
-                    (exp.paper_table, row.label, col.paper_key, "alexnet", b,
-                     map_name(col.paper_k)))
-                add(block, labels[1], row, cells, "all",
-                    (exp.paper_table, row.label, col.paper_key, "alexnet", b, "mAP@all"))
+                    _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                               map_name(col.paper_k)))
+                if len(labels) > 1:
+                    add(block, labels[1], row, cells, "all",
+                        _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                                   "mAP@all"))
     elif exp.layout == "backbones":
         b = exp.bits[0]
         col = preset.table2_column
         notes.append(_column_note(col, preset))
         for paper_bb, our_bb in preset.table2_backbones:
-            note = "" if paper_bb == our_bb else f" (stands in for the paper's {paper_bb})"
-            block = f"backbone {our_bb}{note}"
-            if paper_bb != our_bb:
+            stands_in = paper_bb != our_bb and col.is_paper
+            note = f" (stands in for the paper's {paper_bb})" if stands_in else ""
+            block = f"backbone {our_bb}{note}" if col.is_paper else (
+                f"{col.paper_label}, backbone {our_bb}")
+            if stands_in:
                 notes.append(f"backbone `{our_bb}` fills the paper's {paper_bb} column")
-            labels = [f"{map_name(col.k)} (paper {map_name(col.paper_k)})", "mAP@all"]
+            labels = _two_maps(col)
             blocks.append((block, labels))
             for row in rows:
                 cells = _cells(preset, row, col.dataset, b, seeds, backbone=our_bb)
                 add(block, labels[0], row, cells, _mkey(col.k),
-                    (exp.paper_table, row.label, col.paper_key, paper_bb, b,
-                     map_name(col.paper_k)))
-                add(block, labels[1], row, cells, "all",
-                    (exp.paper_table, row.label, col.paper_key, paper_bb, b, "mAP@all"))
+                    _paper_key(col, exp.paper_table, row.label, col.paper_key, paper_bb, b,
+                               map_name(col.paper_k)))
+                if len(labels) > 1:
+                    add(block, labels[1], row, cells, "all",
+                        _paper_key(col, exp.paper_table, row.label, col.paper_key, paper_bb, b,
+                                   "mAP@all"))
     elif exp.layout == "appendix":
         for col in preset.appendix_columns:
             notes.append(_column_note(col, preset))
             if col.dataset is None:
                 continue
             bits = preset.appendix_cifar_bits if col.paper_key == "cifar10" else preset.bits
-            block = f"{col.paper_label} — ours: {col.dataset.label}, {map_name(col.k)}"
+            block = f"{_block(col)}, {map_name(col.k)}"
             blocks.append((block, [f"{b} bits" for b in bits]))
             for row in rows:
                 for b in bits:
-                    pk = (exp.paper_table, row.label, col.paper_key, "alexnet", b,
-                          map_name(col.paper_k))
+                    pk = _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
+                                    map_name(col.paper_k))
                     add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
                         _mkey(col.k), pk)
         notes.append("DSDH, TALR, HBMP and GreedyHash rows of the paper are the original papers' "
@@ -432,6 +461,8 @@ def _missing_text(ax, text: str = "missing: no stored result") -> None:
 
 
 def _subtitle(preset: Preset) -> str:
+    if preset.user_data:
+        return f"preset {preset.name} settings on your data ({preset.user_data}): no paper numbers"
     if preset.paper_setting:
         return f"preset {preset.name} (paper setting)"
     return f"preset {preset.name}: offline data, NOT the paper's setting"
@@ -444,6 +475,8 @@ def _figure_columns(preset: Preset) -> list[Column]:
 
 
 def _col_title(col: Column, preset: Preset) -> str:
+    if not col.is_paper:
+        return f"{col.paper_label}\n{map_name(col.k)}"
     if preset.paper_setting:
         return f"{col.paper_label} ({map_name(col.k)})"
     return f"{col.dataset.label}\n{map_name(col.k)} [in place of {col.paper_label}]"

@@ -8,6 +8,7 @@ Layout under the results directory (default ``results/``)::
     <preset>/failed/<cell_id>.json       the last failure of a cell (not a result; retried)
     <preset>/splits/<dataset>-<hash>/    the split index files of every dataset used
     <preset>/tables/, <preset>/figures/  rendered from the records above
+    <preset>/user/<dataset key>/{tables,figures}/  the same for a user's own dataset (--user-data)
 
 Every write goes to a temporary file in the same folder and is moved into place with
 ``os.replace``, so an interrupted run never leaves a partial file under a final name.
@@ -166,14 +167,18 @@ def environment(device: str | None = None) -> dict[str, Any]:
 class ResultStore:
     """Reads and writes the cell records of one preset (see the module docstring)."""
 
-    def __init__(self, results_dir: str | Path, preset: str) -> None:
+    def __init__(self, results_dir: str | Path, preset: str, outputs: str | None = None) -> None:
+        """``outputs``: a sub-folder of ``<preset>/`` for the tables and figures (a user's own
+        dataset: ``user/<dataset key>``), so they never overwrite the preset's own; cells,
+        failures and splits stay in the preset's folders (their names are unique)."""
         self.root = Path(results_dir)
         self.preset = preset
         self.base = self.root / preset
         self.cells_dir = self.base / "cells"
         self.failed_dir = self.base / "failed"
-        self.tables_dir = self.base / "tables"
-        self.figures_dir = self.base / "figures"
+        out = self.base / outputs if outputs else self.base
+        self.tables_dir = out / "tables"
+        self.figures_dir = out / "figures"
         self.splits_dir = self.base / "splits"
 
     # ------------------------------------------------------------------ paths

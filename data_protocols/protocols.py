@@ -865,9 +865,10 @@ class FolderProtocol(_UserProtocol):
         paths, y, classes = rd.read_image_folder(where)
         labels = _one_hot(y, len(classes))
         q, d, t = _user_split(labels, rng, opts)
-        rel = [str(Path(p).relative_to(where)) for p in paths]
+        # the feature cache key: absolute paths, so two folders with the same name and file
+        # names (two copies or versions of a dataset) never share cached features
         return _Built(labels=labels, query=q, database=d, train=t, images=ImageSet(paths=paths),
-                      dataset_key=f"folder-{where.name}-{_short_hash(rel)}", paths=paths,
+                      dataset_key=f"folder-{where.name}-{_short_hash(paths)}", paths=paths,
                       info={"source": f"image folder {where}", "classes": classes})
 
 
@@ -900,6 +901,13 @@ class CsvProtocol(_UserProtocol):
                       dataset_key=f"csv-{where.stem}-{_short_hash(paths)}", paths=paths,
                       info={"source": f"CSV {where}", "classes": vocab,
                             "n_dropped_unlabelled": dropped})
+
+
+def _file_key(path: Path) -> str:
+    """Path, size and modification time of a file: a feature-cache key that changes when the file
+    is replaced or another file of the same name is used."""
+    st = path.stat()
+    return _short_hash([str(path), str(st.st_size), str(st.st_mtime_ns)])
 
 
 class NpzProtocol(_UserProtocol):
@@ -950,7 +958,7 @@ class NpzProtocol(_UserProtocol):
         q, d, t = _user_split(labels, rng, opts)
         return _Built(labels=labels, query=q, database=d, train=t, features=feats,
                       images=None if imgs is None else ImageSet(array=imgs.astype(np.uint8)),
-                      dataset_key=f"npz-{where.stem}",
+                      dataset_key=f"npz-{where.stem}-{_file_key(where)}",
                       info={"source": f"npz {where}", "n_dropped_unlabelled": dropped,
                             "features": "provided in the npz"})
 
