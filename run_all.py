@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--data-root", default=None,
                        help="folder holding the datasets (default: ../shared/data relative to the "
                        "repository, or $HASHBENCH_DATA_ROOT)")
+    where.add_argument("--download", action="store_true",
+                       help="fetch a missing CIFAR-10 or Fashion-MNIST into --data-root with "
+                       "torchvision's downloader (needs internet); other datasets cannot be "
+                       "downloaded automatically: --list-datasets says how to get them")
     where.add_argument("--results-dir", default="results",
                        help="where cell results, tables and figures go (default: results/)")
     where.add_argument("--device", default=None,
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(
         results_dir=str(Path(args.results_dir).resolve()), preset=preset.name,
         data_root=args.data_root, device=args.device, force=args.force,
-        progress=not args.no_progress, eval_ks=eval_ks_for(preset),
+        progress=not args.no_progress, download=args.download, eval_ks=eval_ks_for(preset),
         tsne_per_class=preset.tsne_per_class, tsne_classes=preset.tsne_classes,
     )
     t0 = time.perf_counter()

@@ -65,6 +65,8 @@ class RunOptions:
     device: str | None = None
     force: bool = False
     progress: bool = False
+    #: let protocols that can (CIFAR-10, Fashion-MNIST) fetch missing data with torchvision
+    download: bool = False
     #: evaluation cutoffs per dataset key (None = mAP@all); see :func:`eval_ks_for`
     eval_ks: dict[str, list[int | None]] = field(default_factory=dict)
     tsne_per_class: int = 100
@@ -188,6 +190,8 @@ def _load_benchmark(cell: Cell, input_kind: str, opts: RunOptions, store: Result
     if input_kind == "features" and ds.feature_backbone is not None:
         kwargs["feature_backbone"] = ds.feature_backbone
     kwargs.update(ds.variant_dict())
+    if opts.download and "download" in getattr(protocol, "options", {}):
+        kwargs["download"] = True
     try:
         bench = protocol.load(data_root, ds.split_seed, **kwargs)
     except dp.DatasetNotFoundError as exc:

@@ -559,3 +559,71 @@ def test_npz_protocol(tmp_path):
     np.savez(tmp_path / "c.npz", features=X, labels=Y[:10])
     with pytest.raises(ValueError, match="'features' has 50 rows but 'labels' 10"):
         get_protocol("npz").load(path=tmp_path / "c.npz")
+
+
+def _fake_cifar10_download(calls: list):
+    """Stands in for ``torchvision.datasets.CIFAR10``: with ``download=True`` it writes what the
+    real one leaves on disk, ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch}`` pickles
+    (``data``: N x 3072 uint8 CHW rows, ``labels``), 4 images of each class per batch."""
+
+    class FakeCIFAR10:
+        def __init__(self, root, train=True, download=False, **kwargs):
+            calls.append((root, train, download))
+            d = Path(root) / "cifar-10-batches-py"
+            d.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(0)
+            for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+                labels = [c for c in range(10) for _ in range(4)]
+                x = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+                with open(d / name, "wb") as fh:
+                    pickle.dump({"data": x, "labels": labels}, fh)
+
+    return FakeCIFAR10
+
+
+def test_cifar10_download_writes_pickles_then_reads_them(tmp_path, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    calls: list = []
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _fake_cifar10_download(calls))
+    opts = {"n_query_per_class": 2, "n_train_per_class": 5, "feature_backbone": "raw",
+            "progress": False, "cache_dir": tmp_path / "cache"}
+    with pytest.raises(DatasetNotFoundError):  # never downloads unless asked
+        get_protocol("cifar10").load(tmp_path, seed=0, **opts)
+    assert calls == []
+    b = get_protocol("cifar10").load(tmp_path, seed=0, download=True, **opts)
+    assert calls == [(str(tmp_path), True, True)]
+    sizes = {p: len(b.targets(p)) for p in ("query", "database", "train")}
+    assert sizes == {"query": 20, "database": 220, "train": 50}
+    assert b.features.shape == (240, 3072)
+    # data now on disk: a second load with download=True does not fetch again
+    get_protocol("cifar10").load(tmp_path, seed=0, download=True, **opts)
+    assert len(calls) == 1
+
+
+def test_runner_download_flag_reaches_the_protocol(tmp_path, monkeypatch):
+    """``run_all.py --download`` passes download=True to protocols that have the option."""
+    torchvision = pytest.importorskip("torchvision")
+    import data_protocols.core
+    from benchmarks import launchers
+    from benchmarks.experiments import DatasetSpec, get_preset, make_cell
+    from benchmarks.results import ResultStore
+
+    calls: list = []
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _fake_cifar10_download(calls))
+    monkeypatch.setattr(data_protocols.core, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    ds = DatasetSpec("cifar10_tiny", "cifar10", "CIFAR-10 (tiny fake download)",
+                     feature_backbone="raw",
+                     variant=(("n_query_per_class", 2), ("n_train_per_class", 5)))
+    cell = make_cell(get_preset("test"), "lsh", ds, 16, 0)
+    store = ResultStore(tmp_path / "res", "test")
+    for download in (False, True):
+        opts = launchers.RunOptions(results_dir=str(tmp_path / "res"), preset="test",
+                                    data_root=str(tmp_path / "data"), download=download)
+        launchers._BENCH_CACHE.clear()
+        if not download:
+            with pytest.raises(launchers.MissingComponent, match="not found"):
+                launchers._load_benchmark(cell, "features", opts, store)
+        else:
+            bench = launchers._load_benchmark(cell, "features", opts, store)
+            assert len(bench.targets("query")) == 20
+    assert calls == [(str(tmp_path / "data"), True, True)]
