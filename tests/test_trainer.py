@@ -336,3 +336,28 @@ def test_every_deep_method_trains_through_the_engine():
     ]:
         m = get_method(name)(epochs=2, **FEATS).fit(x, y)
         assert np.isfinite(m.history_[-1]["loss"]), name
+
+
+def test_input_scaling_standardizes_with_training_statistics_only():
+    """``input_scaling="standardize"``: z-scores features with the training items' statistics,
+    stored in the model, so encode applies the same transform to unseen inputs."""
+    from methods.deep.dpah import DPAH
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((120, 6)) < 0.1).astype(np.float32) * 5.0 + 3.0  # sparse, offset, scaled
+    Y = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 120)]
+    m = DPAH(n_bits=8, backbone="linear", epochs=1, batch_size=32, progress=False,
+             input_scaling="standardize").fit(X, Y)
+    scaling = m.model_.backbone.scaling
+    np.testing.assert_allclose(scaling.mean.numpy(), X.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(scaling.scale.numpy(), X.std(0) + 0.01, rtol=1e-5)
+    # same codes as a linear head fed the z-scored features by hand: the transform is inside
+    raw = m.raw_outputs(X[:7])
+    z = (X[:7] - X.mean(0)) / (X.std(0) + 0.01)
+    head = m.model_.head.hash
+    expected = z @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="input_scaling"):
+        DPAH(n_bits=8, backbone="linear", input_scaling="minmax", progress=False).fit(X, Y)
+    plain = DPAH(n_bits=8, backbone="linear", epochs=1, progress=False).fit(X, Y)
+    assert plain.model_.backbone.scaling is None

@@ -170,23 +170,54 @@ class SmallCNN(nn.Module):
         return self.fc(torch.flatten(self.conv(x), 1))
 
 
-class _Identity(nn.Module):
+#: How feature inputs are scaled before a feature backbone (``input_scaling`` option).
+INPUT_SCALINGS = ("none", "standardize")
+
+
+class FeatureScaling(nn.Module):
+    """``(x - mean) / (std + 0.01)`` with the training set's per-dimension statistics.
+
+    The statistics are buffers, so they travel with checkpoints and ``encode`` applies exactly the
+    training transform. Why: sparse 0/1 inputs (MIRFlickr's tag vectors) give a freshly
+    initialised MLP outputs so small that pair-wise losses start at their zero-output saddle
+    (HashNet's loss sits at log 2, DSH/DHN codes collapse); z-scoring is the feature-input
+    counterpart of the ImageNet mean/std normalisation of images.
+    """
+
     def __init__(self, n_features: int) -> None:
         super().__init__()
-        self.out_features = n_features
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+
+    def set_from(self, X: np.ndarray) -> None:
+        """Set mean and scale from the training features ``X`` (N x D)."""
+        X = np.asarray(X, dtype=np.float64)
+        self.mean.copy_(torch.as_tensor(X.mean(axis=0), dtype=torch.float32))
+        self.scale.copy_(torch.as_tensor(X.std(axis=0) + 0.01, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+        return (x - self.mean) / self.scale
+
+
+class _Identity(nn.Module):
+    def __init__(self, n_features: int, scaling: FeatureScaling | None = None) -> None:
+        super().__init__()
+        self.out_features = n_features
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.scaling is None else self.scaling(x)
 
 
 class _MLP(nn.Module):
-    def __init__(self, n_features: int, hidden: int) -> None:
+    def __init__(self, n_features: int, hidden: int, scaling: FeatureScaling | None = None) -> None:
         super().__init__()
+        self.scaling = scaling
         self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(inplace=True))
         self.out_features = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x if self.scaling is None else self.scaling(x))
 
 
 def build_backbone(
@@ -197,20 +228,26 @@ def build_backbone(
     weights_path: str | os.PathLike | None = None,
     from_scratch: bool = False,
     mlp_hidden: int = 1024,
+    input_scaling: str = "none",
 ) -> nn.Module:
     """Build a backbone; the returned module has an ``out_features`` attribute.
 
     ``n_features`` is required for feature backbones; ``in_channels`` sizes ``small_cnn``.
+    ``input_scaling="standardize"`` gives a feature backbone a :class:`FeatureScaling` front
+    (``backbone.scaling``; the caller sets its statistics from the training features).
     """
     check_backbone_name(name)
+    if input_scaling not in INPUT_SCALINGS:
+        raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {input_scaling!r}")
     if name in FEATURE_BACKBONES:
         if not n_features or n_features < 1:
             raise ValueError(f"backbone {name!r} needs the feature dimension, got {n_features!r}")
+        scaling = FeatureScaling(n_features) if input_scaling == "standardize" else None
         if name == "linear":
-            return _Identity(n_features)
+            return _Identity(n_features, scaling)
         if not (isinstance(mlp_hidden, (int, np.integer)) and mlp_hidden >= 1):
             raise ValueError(f"mlp_hidden must be a positive integer, got {mlp_hidden!r}")
-        return _MLP(n_features, int(mlp_hidden))
+        return _MLP(n_features, int(mlp_hidden), scaling)
     if name == "small_cnn":
         return SmallCNN(in_channels)
     return _TorchvisionTrunk(name, _load_torchvision(name, weights_path, from_scratch))

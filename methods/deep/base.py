@@ -27,7 +27,7 @@ from torch import nn
 
 from methods.base import HashMethod
 from methods.deep import trainer
-from methods.deep.backbones import BACKBONES, is_feature_backbone
+from methods.deep.backbones import BACKBONES, INPUT_SCALINGS, is_feature_backbone
 
 
 @dataclass
@@ -53,7 +53,9 @@ class DeepHashMethod(HashMethod):
     ``weights_path`` or torchvision's cache; ``from_scratch=True`` for random initialisation;
     ``pretrained=False`` is only accepted together with ``from_scratch=True``), ``small_cnn``
     (8x8-32x32 images), or the feature backbones ``linear`` / ``mlp`` (``mlp_hidden`` units) that
-    take N x D feature matrices. ``augment``: random crop/flip of training images.
+    take N x D feature matrices; ``input_scaling="standardize"`` z-scores those features with the
+    training set's mean and std (+0.01) inside the model (``"none"``, the default, feeds them as
+    given; images are always normalised with the ImageNet mean/std). ``augment``: random crop/flip of training images.
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``; ``amp``: mixed precision
     (GPU only). ``checkpoint_dir``: write ``checkpoint.pt`` there after every epoch (atomic);
     ``resume=True`` continues from it. ``val_fraction``: monitor the loss on a seeded split of the
@@ -76,6 +78,7 @@ class DeepHashMethod(HashMethod):
         weights_path: str | os.PathLike | None = None,
         from_scratch: bool = False,
         mlp_hidden: int = 1024,
+        input_scaling: str = "none",
         epochs: int = 200,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -97,6 +100,7 @@ class DeepHashMethod(HashMethod):
         self.weights_path = weights_path
         self.from_scratch = from_scratch
         self.mlp_hidden = mlp_hidden
+        self.input_scaling = input_scaling
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -182,6 +186,10 @@ class DeepHashMethod(HashMethod):
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(
+                f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}"
+            )
         trainer.resolve_device(self.device)
 
     def fit(self, X: Any, Y: Any) -> DeepHashMethod:

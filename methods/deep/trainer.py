@@ -247,8 +247,11 @@ def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) ->
         weights_path=method.weights_path,
         from_scratch=method.from_scratch,
         mlp_hidden=method.mlp_hidden,
+        input_scaling=method.input_scaling if is_feature_backbone(method.backbone) else "none",
         **data.describe(),
     )
+    if getattr(backbone, "scaling", None) is not None:  # statistics of the training items only
+        backbone.scaling.set_from(np.asarray(X)[all_idx])
     head = method.build_head(backbone.out_features, n_classes)
     if not isinstance(head, nn.Module):
         raise TypeError(
