@@ -47,6 +47,16 @@ class NotFittedError(RuntimeError):
     """Raised when ``encode`` is called before ``fit``."""
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when no entry is NaN or inf. A sum is NaN/inf whenever an entry is, and is finite
+    otherwise unless it overflows; only then are the entries checked one by one (faster than
+    ``np.isfinite`` on the whole array, which also allocates an N x D mask)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()):
+            return True
+    return bool(np.all(np.isfinite(arr)))
+
+
 def check_features(X: Any, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
     """Validate an ``N x D`` feature matrix: numeric, 2-D, finite, non-empty.
 
@@ -64,7 +74,7 @@ def check_features(X: Any, *, name: str = "X", n_features: int | None = None) ->
         raise ValueError(
             f"{name} has {arr.shape[1]} features but the method was fitted on {n_features}"
         )
-    if not np.all(np.isfinite(arr)):
+    if arr.dtype.kind in "fc" and not _all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
             f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]}); "

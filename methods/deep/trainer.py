@@ -136,7 +136,8 @@ class InputData:
     def batches(self, index_lists: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
         if self.tensor is not None:
             for idx in index_lists:
-                yield self.tensor[torch.as_tensor(idx, dtype=torch.long)]
+                # index_select: a contiguous row gather, faster than advanced indexing on CPU
+                yield self.tensor.index_select(0, torch.as_tensor(idx, dtype=torch.long))
             return
         backbone = self.backbone
         loader = torch.utils.data.DataLoader(
@@ -320,7 +321,8 @@ def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) ->
             model.train()
             order = all_idx[torch.randperm(len(all_idx), generator=generator).numpy()]
             batches = _split_batches(order, method.batch_size)
-            sums: dict[str, torch.Tensor] = {}
+            term_names: list[str] = []
+            term_sums: torch.Tensor | None = None
             n_seen = 0
             for b, (idx, xb) in enumerate(zip(batches, data.batches(batches))):
                 step = TrainStep(
@@ -330,8 +332,12 @@ def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) ->
                     total_epochs=method.epochs,
                 )
                 x = _preprocess(method, xb, device, train=True, generator=generator)
-                yb = labels_all[torch.as_tensor(idx)].to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, enabled=use_amp):
+                yb = labels_all.index_select(0, torch.as_tensor(idx, dtype=torch.long))
+                yb = yb.to(device, non_blocking=True)
+                if use_amp:
+                    with torch.autocast(device_type=device.type):
+                        u = model(x)
+                else:
                     u = model(x)
                 terms = method.loss_terms(head, u.float(), yb, step)
                 if not terms:
@@ -344,19 +350,36 @@ def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) ->
                     value = float((terms.get(bad, total)).detach())
                     raise TrainingDivergedError(epoch + 1, b, bad, value)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                if use_amp:
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    total.backward()
+                    optimizer.step()
                 method.after_optimizer_step(head)
                 w = len(idx)
                 n_seen += w
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach() * w
-                sums["loss"] = sums.get("loss", 0.0) + total.detach() * w
+                # one weighted vector add per batch (terms, then the total); read once per epoch
+                batch_terms = torch.stack([*(v.detach() for v in terms.values()), total.detach()])
+                if term_sums is None:
+                    term_names, term_sums = [*terms, "loss"], batch_terms * w
+                elif len(term_names) != len(terms) + 1 or any(
+                    a != b for a, b in zip(term_names, terms)
+                ):
+                    raise RuntimeError(
+                        f"{type(method).__name__}.loss_terms returned terms {list(terms)} after "
+                        f"{term_names[:-1]}: every batch must return the same terms"
+                    )
+                else:
+                    term_sums.add_(batch_terms, alpha=w)
                 if bar is not None:
                     bar.update(1)
             record: dict[str, float] = {"epoch": epoch + 1}
-            record.update({k: float(v) / n_seen for k, v in sums.items()})
+            if term_sums is not None:
+                record.update(
+                    {k: float(v) / n_seen for k, v in zip(term_names, term_sums.tolist())}
+                )
             if len(val_idx):
                 record.update(
                     _validation_terms(
