@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON of finished cells (default: "
                              "results/baselines_comparison_<dataset>.json)")
-    parser.add_argument("--fresh", action="store_true", help="ignore finished cells in --out")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore (and overwrite) every finished cell in --out")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute the selected methods x bits x seed even if finished, "
+                             "replacing those cells and keeping the others in --out")
     args = parser.parse_args(argv)
 
     args.out = args.out or default_out(args.dataset)
@@ -201,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(args.out.read_text())
         if previous.get("setting") == setting:
             done = previous.get("cells", [])
+    if args.force:
+        selected = {(m, b, args.seed) for m in args.methods for b in args.bits}
+        done = [c for c in done if (c["method"], c["bits"], c["seed"]) not in selected]
     finished = {(c["method"], c["bits"], c["seed"]) for c in done}
     todo = [(m, b) for b in args.bits for m in args.methods if (m, b, args.seed) not in finished]
     try:

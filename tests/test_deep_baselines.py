@@ -372,6 +372,28 @@ def test_dnnh_triplet_sampling_cap_and_determinism():
     np.testing.assert_array_equal(per_anchor, np.minimum(full_per_anchor, 2))
 
 
+def test_dnnh_loss_gradient_independent_of_thread_count():
+    """Repeated anchors must not make the gradient depend on how CPU threads split the sum
+    (advanced-indexing backward did: DNNH runs differed between processes)."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.eye(10)[torch.randint(0, 10, (64,), generator=gen)]
+    F_codes = torch.rand(64, 48, generator=gen)
+    triplets = sample_triplets(labels, None)
+    assert len(triplets) > 10_000
+
+    def grad(threads: int) -> torch.Tensor:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            x = F_codes.clone().requires_grad_(True)
+            dnnh_triplet_loss(x, triplets, 1.0).backward()
+            return x.grad
+        finally:
+            torch.set_num_threads(before)
+
+    assert torch.equal(grad(1), grad(4))
+
+
 def test_dnnh_codes_threshold_at_half():
     method = make(DNNH, n_bits=K)
     F = torch.tensor([[0.0, 0.49, 0.5, 0.51, 1.0]])

@@ -96,7 +96,9 @@ def dnnh_triplet_loss(F_codes: torch.Tensor, triplets: torch.Tensor, margin: flo
     """DNNH's triplet ranking hinge ``mean max(0, margin - (||F_a-F_n||^2 - ||F_a-F_p||^2))``."""
     if triplets.numel() == 0:
         return F_codes.sum() * 0.0
-    fa, fp, fn = F_codes[triplets[:, 0]], F_codes[triplets[:, 1]], F_codes[triplets[:, 2]]
+    # index_select, not F_codes[idx]: the backward of advanced indexing (index_put_ with
+    # accumulate) sums repeated indices in a thread-dependent order on CPU, so runs differed.
+    fa, fp, fn = (F_codes.index_select(0, triplets[:, j]) for j in range(3))
     d_ap = ((fa - fp) ** 2).sum(1)
     d_an = ((fa - fn) ** 2).sum(1)
     return torch.clamp(margin - (d_an - d_ap), min=0.0).mean()
