@@ -117,7 +117,11 @@ def unpack_codes(packed: np.ndarray, n_bits: int) -> np.ndarray:
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """``git rev-parse HEAD`` (``"unknown"`` outside a checkout), ``+dirty`` with local edits."""
+    """``git rev-parse HEAD`` (``"unknown"`` outside a checkout), ``+dirty`` with local edits.
+
+    Edits under ``results/`` do not count: a sweep rewrites tracked result files as it goes, and
+    the commit is there to name the code that produced a number.
+    """
     cwd = cwd or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
@@ -128,7 +132,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
             return "unknown"
         commit = head.stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=cwd, capture_output=True, text=True, timeout=10, check=False,
         )
         return commit + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")

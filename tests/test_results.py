@@ -164,3 +164,27 @@ def test_cells_are_shared_between_experiments():
     assert len(t3) == 11 * 4
     assert len(fig6 - t3) == 5  # t = 5, 15, 20, 25 and the no-KT baseline; t = 10 is Table 3's
     assert fig9 <= t3
+
+
+def test_git_commit_marks_code_edits_dirty_but_not_result_files(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cell.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = results.git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (tmp_path / "results" / "cell.json").write_text('{"map": 0.5}')  # a sweep rewrote a result
+    assert results.git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_commit(tmp_path) == clean + "+dirty"
