@@ -314,6 +314,11 @@ def test_history_validation_split_and_convergence_report():
 
     m.history_ = [{"loss": 1.0}, {"loss": 1.5}]
     assert m.convergence_report()["converged"] is False
+    m.history_ = [{"loss": 5.3153}, {"loss": 5.3116}]  # a saddle: 0.07% in 20 epochs
+    report = m.convergence_report()
+    assert report["converged"] is False and "by 1%" in report["reason"]
+    m.history_ = [{"loss": -2.0}, {"loss": -2.03}]  # negative losses: 1% of |first|
+    assert m.convergence_report()["converged"] is True
     m.history_ = [{"loss": 2.0}, {"loss": 1.0}]
     collapsed = np.zeros((10, 8), dtype=np.uint8)
     assert "same code" in m.convergence_report(collapsed)["reason"]

@@ -222,8 +222,8 @@ class DeepHashMethod(HashMethod):
         """Did training converge? ``{"converged": bool, "reason": str}``.
 
         Not converged when: the history holds a non-finite loss; the last epoch's mean loss is not
-        below the first epoch's (with >= 2 epochs); or, given ``codes`` (N x n_bits), every item has
-        the same code (collapse). With ``codes`` the report also gives ``constant_bits`` (bits equal
+        at least 1% below the first epoch's (with >= 2 epochs, ``trainer.loss_decreased``); or,
+        given ``codes`` (N x n_bits), every item has the same code (collapse). With ``codes`` the report also gives ``constant_bits`` (bits equal
         over all items: not by itself a failure, few classes need few bits) and ``distinct_codes``.
         """
         history = getattr(self, "history_", None)
@@ -236,7 +236,8 @@ class DeepHashMethod(HashMethod):
         if decreased is False:
             return {
                 "converged": False,
-                "reason": f"loss did not decrease: epoch 1 {losses[0]:.6g}, "
+                "reason": "loss did not decrease by "
+                f"{trainer.MIN_RELATIVE_DECREASE:.0%}: epoch 1 {losses[0]:.6g}, "
                 f"epoch {len(losses)} {losses[-1]:.6g}",
             }
         extra: dict[str, Any] = {}

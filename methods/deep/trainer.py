@@ -477,11 +477,23 @@ def predict_outputs(
     return u
 
 
-def loss_decreased(history: Sequence[dict[str, float]], key: str = "loss") -> bool | None:
-    """Whether the last epoch's mean loss is below the first one's (None with < 2 epochs)."""
+MIN_RELATIVE_DECREASE = 0.01
+
+
+def loss_decreased(
+    history: Sequence[dict[str, float]], key: str = "loss",
+    min_relative: float = MIN_RELATIVE_DECREASE,
+) -> bool | None:
+    """Whether the last epoch's mean loss is below the first one's by at least ``min_relative``
+    of its magnitude (None with < 2 epochs).
+
+    The margin (1% by default) catches runs stuck at a saddle: a contrastive run on MIRFlickr-25K
+    went 5.3153 -> 5.3116 in 20 epochs (0.07%) and ranked barely above chance; every run that
+    trained fell by 8% or more.
+    """
     if len(history) < 2:
         return None
     first, last = history[0][key], history[-1][key]
     if not (math.isfinite(first) and math.isfinite(last)):
         return False
-    return last < first
+    return last < first - min_relative * abs(first)
