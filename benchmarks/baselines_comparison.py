@@ -74,8 +74,8 @@ def load_data(
 def diverged(method: Any, db_codes: np.ndarray) -> str | None:
     """Why a fitted run counts as not converged (None when it converged).
 
-    The trainer's ``convergence_report`` (non-finite loss, loss not decreasing from the first to the
-    last epoch, collapsed codes) on the database codes.
+    The trainer's ``convergence_report`` (non-finite loss, loss not falling by at least 1% from the
+    first to the last epoch, collapsed codes) on the database codes.
     """
     report = method.convergence_report(db_codes)
     return None if report["converged"] else str(report["reason"])
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON of finished cells (default: "
-                             "results/baselines_comparison_<dataset>.json)")
+                             "results/baselines_comparison_{mirflickr,cifar10}.json)")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore (and overwrite) every finished cell in --out")
     parser.add_argument("--force", action="store_true",

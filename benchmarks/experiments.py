@@ -316,6 +316,7 @@ PRESETS: dict[str, Preset] = {
         deep_backbone="mlp",
         epochs=2,
         batch_size=64,
+        lr=0.05,
         bits=(16, 32),
         appendix_cifar_bits=(16, 32),
         table3_methods=("lsh", "itq"),
