@@ -13,9 +13,20 @@ from methods.base import (
     register_variant,
     registry,
 )
-from methods.deep import dhn, dnnh, dpah, dsh, hashnet, pairwise, pointwise, ssdh  # noqa: F401
 
 # Explicit imports: each module registers its classes.
+from methods.deep import (  # noqa: F401
+    dhn,
+    dnnh,
+    dpah,
+    dsh,
+    greedyhash,
+    hashnet,
+    pairwise,
+    pointwise,
+    ssdh,
+    talr,
+)
 from methods.shallow import itq, ksh, lsh, sdh  # noqa: F401
 
 __all__ = [
