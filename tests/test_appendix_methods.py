@@ -135,8 +135,9 @@ def test_apr_loss_matches_the_official_forward(rows, nbins, gamma, delta):
     x = outputs(2)
     ref = apr_reference(x.tolist(), rows, nbins, gamma, delta)
     y = labels_of(rows)
-    assert apr_loss(x, y, nbins, gamma, delta, "sum").item() == pytest.approx(-sum(ref), rel=1e-10)
-    assert apr_loss(x, y, nbins, gamma, delta).item() == pytest.approx(-sum(ref) / B, rel=1e-10)
+    assert apr_loss(x, y, nbins, gamma, delta).item() == pytest.approx(-sum(ref), rel=1e-10)
+    mean = apr_loss(x, y, nbins, gamma, delta, "mean").item()
+    assert mean == pytest.approx(-sum(ref) / B, rel=1e-10)
     apr_loss(x, y, nbins, gamma, delta).backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -144,9 +145,11 @@ def test_apr_loss_matches_the_official_forward(rows, nbins, gamma, delta):
 def test_apr_is_one_for_a_perfect_ranking_and_lower_for_a_reversed_one():
     y = labels_of([[1, 0], [1, 0], [0, 1], [0, 1]])
     perfect = torch.tensor([[1.0] * 8, [1.0] * 8, [-1.0] * 8, [-1.0] * 8], dtype=torch.float64) * 50
-    assert apr_loss(perfect, y, nbins=8).item() == pytest.approx(-1.0, abs=1e-9)
-    reversed_ = perfect[[0, 2, 1, 3]]  # each item now shares codes with an irrelevant one
-    assert apr_loss(reversed_, y, nbins=8).item() > -0.7
+    assert apr_loss(perfect, y, nbins=8, reduction="mean").item() == pytest.approx(-1.0, abs=1e-9)
+    # each item now shares its code with an irrelevant item; its one relevant item sits at distance
+    # 8 tied with the other irrelevant one: cp_8 = 1, C_7 = 1, C_8 = 3, so APr = 1 * 2 / 5
+    reversed_ = perfect[[0, 2, 1, 3]]
+    assert apr_loss(reversed_, y, nbins=8, reduction="mean").item() == pytest.approx(-0.4, abs=1e-9)
 
 
 def test_talr_nbins_default_and_fit():
