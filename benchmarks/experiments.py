@@ -77,6 +77,8 @@ class DatasetSpec:
     ``image_input`` is False where the data has no pixels (MIRFlickr tag vectors): deep methods then
     always run on features. ``deep_train`` adds training options to every deep cell on this
     dataset (e.g. z-scoring sparse tag features: ``input_scaling="standardize"``).
+    ``method_hyper`` holds hyper-parameters a method's own paper sets per dataset (e.g. Greedy
+    Hash's ``alpha = 1`` on ImageNet); they go into the cell's ``hyper`` like a preset's.
     """
 
     key: str
@@ -88,9 +90,14 @@ class DatasetSpec:
     split_seed: int = 0
     note: str = ""
     deep_train: tuple[tuple[str, Any], ...] = ()
+    method_hyper: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def variant_dict(self) -> dict[str, Any]:
         return dict(self.variant)
+
+    def hyper_for(self, method: str) -> dict[str, Any]:
+        """This dataset's hyper-parameters for ``method`` (empty for most)."""
+        return dict(dict(self.method_hyper).get(method, ()))
 
 
 @dataclass(frozen=True)
@@ -156,8 +163,15 @@ MIRFLICKR = DatasetSpec(
     deep_train=(("input_scaling", "standardize"),),
 )
 #: the paper's datasets: shallow methods on AlexNet fc7 features (METHODS.md 2.0)
-IMAGENET100 = DatasetSpec("imagenet100", "imagenet100", "ImageNet-100", offline=False,
-                          feature_backbone="alexnet")
+IMAGENET100 = DatasetSpec(
+    "imagenet100", "imagenet100", "ImageNet-100", offline=False, feature_backbone="alexnet",
+    note="appendix methods with their papers' ImageNet settings: GreedyHash alpha=1 "
+    "(official imagenet.py), TALR nbins=16, gamma=10 (official run_imagenet.m)",
+    method_hyper=(
+        ("greedyhash", (("alpha", 1.0),)),
+        ("talr", (("gamma", 10.0), ("nbins", 16))),
+    ),
+)
 COCO = DatasetSpec("coco", "coco", "MS COCO", offline=False, feature_backbone="alexnet",
                    note="paper's database variant (all images but the queries)")
 NUSWIDE21 = DatasetSpec("nuswide21", "nuswide21", "NUS-WIDE-21", offline=False,
@@ -433,7 +447,7 @@ def make_cell(
     kind = _kind_of(method)
     train_options = {**preset.train_options(backbone), **dict(dataset.deep_train)}
     train = tuple(sorted(train_options.items())) if kind == "deep" else ()
-    hyper = {**preset.method_hyper.get(method, {}), **(hyper or {})}
+    hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **(hyper or {})}
     return Cell(
         method=method,
         hyper=tuple(sorted(hyper.items())),

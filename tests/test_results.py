@@ -188,3 +188,18 @@ def test_git_commit_marks_code_edits_dirty_but_not_result_files(tmp_path):
     assert results.git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results.git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_dataset_hyper_parameters_reach_only_that_datasets_cells():
+    """The appendix methods' ImageNet settings (their papers') apply to the ImageNet-100 column
+    of the paper preset, not to CIFAR-10, and change no other cell."""
+    from benchmarks.experiments import APPENDIX, CIFAR10_PAPER, IMAGENET100, TABLE3
+
+    cells = cells_for(APPENDIX, get_preset("paper"))
+    hyper = {(c.method, c.dataset.key): dict(c.hyper) for c in cells}
+    assert hyper[("greedyhash", IMAGENET100.key)] == {"alpha": 1.0}
+    assert hyper[("talr", IMAGENET100.key)] == {"gamma": 10.0, "nbins": 16}
+    assert hyper[("greedyhash", CIFAR10_PAPER.key)] == {}
+    assert hyper[("talr", CIFAR10_PAPER.key)] == {}
+    assert hyper[("dpah", IMAGENET100.key)] == {}
+    assert all(not c.hyper for c in cells_for(TABLE3, get_preset("paper")) if c.kind == "deep")
