@@ -452,7 +452,7 @@ def _history(method: Any) -> Any:
 def ensure_tsne(store: ResultStore, cell: Cell, opts: RunOptions) -> Path | None:
     """Embed a class-balanced sample of a finished cell's database codes in 2-D (sklearn TSNE).
 
-    Written beside the record (``<cell_id>.tsne.npz``); computed once from the stored codes, so
+    Written beside the record (``<cell_id>.tsne.csv``); computed once from the stored codes, so
     the figure never needs the model. Classes: at most ``tsne_classes`` (seeded choice), at most
     ``tsne_per_class`` items each, an item's class being its first label.
     """
@@ -480,9 +480,7 @@ def ensure_tsne(store: ResultStore, cell: Cell, opts: RunOptions) -> Path | None
     perplexity = float(min(30.0, max(2.0, (len(index) - 1) / 3)))
     emb = TSNE(n_components=2, metric="hamming", init="random", perplexity=perplexity,
                random_state=0).fit_transform(codes[index].astype(np.float64))
-    from benchmarks.results import atomic_save_npz
-
-    atomic_save_npz(path, embedding=emb, classes=first[index], index=index)
+    store.save_tsne(cell.cell_id, emb, first[index], index)
     return path
 
 

@@ -671,8 +671,8 @@ def _fig_tsne(plt, exp, preset, store, seeds, cols):
         if not path.exists():
             _missing_text(ax)
             continue
-        with np.load(path) as d:
-            emb, cls = d["embedding"], d["classes"]
+        tsne = store.load_tsne(cell.cell_id)
+        emb, cls = tsne["embedding"], tsne["classes"]
         ax.scatter(emb[:, 0], emb[:, 1], c=cls % 20, cmap="tab20", s=4, alpha=0.8,
                    vmin=0, vmax=19)
         ax.text(0.02, 0.02, f"{len(np.unique(cls))} classes, {len(cls)} codes",

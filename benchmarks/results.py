@@ -4,7 +4,7 @@ Layout under the results directory (default ``results/``)::
 
     <preset>/cells/<cell_id>.json        the result record (written last: its presence = finished)
     <preset>/cells/<cell_id>.codes.npz   packed query/database codes and labels (bitorder "little")
-    <preset>/cells/<cell_id>.tsne.npz    2-D t-SNE embedding of a sample of database codes
+    <preset>/cells/<cell_id>.tsne.csv    2-D t-SNE embedding of a sample of database codes
     <preset>/failed/<cell_id>.json       the last failure of a cell (not a result; retried)
     <preset>/splits/<dataset>-<hash>/    the split index files of every dataset used
     <preset>/tables/, <preset>/figures/  rendered from the records above
@@ -193,7 +193,26 @@ class ResultStore:
         return self.cells_dir / f"{cell_id}.codes.npz"
 
     def tsne_path(self, cell_id: str) -> Path:
-        return self.cells_dir / f"{cell_id}.tsne.npz"
+        return self.cells_dir / f"{cell_id}.tsne.csv"
+
+    def save_tsne(
+        self, cell_id: str, embedding: np.ndarray, classes: np.ndarray, index: np.ndarray
+    ) -> None:
+        """Write a t-SNE embedding as CSV (``index,class,x,y``: database row, class, 2-D point)."""
+        lines = ["index,class,x,y"] + [
+            f"{int(i)},{int(c)},{x:.17g},{y:.17g}"
+            for i, c, (x, y) in zip(index, classes, np.asarray(embedding, dtype=np.float64))
+        ]
+        atomic_write_bytes(self.tsne_path(cell_id), ("\n".join(lines) + "\n").encode())
+
+    def load_tsne(self, cell_id: str) -> dict[str, np.ndarray]:
+        """Inverse of :meth:`save_tsne`: ``index``, ``classes`` (int) and ``embedding`` (N x 2)."""
+        table = np.loadtxt(self.tsne_path(cell_id), delimiter=",", skiprows=1, ndmin=2)
+        return {
+            "index": table[:, 0].astype(np.int64),
+            "classes": table[:, 1].astype(np.int64),
+            "embedding": table[:, 2:4],
+        }
 
     def failure_path(self, cell_id: str) -> Path:
         return self.failed_dir / f"{cell_id}.json"

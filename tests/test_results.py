@@ -203,3 +203,17 @@ def test_dataset_hyper_parameters_reach_only_that_datasets_cells():
     assert hyper[("talr", CIFAR10_PAPER.key)] == {}
     assert hyper[("dpah", IMAGENET100.key)] == {}
     assert all(not c.hyper for c in cells_for(TABLE3, get_preset("paper")) if c.kind == "deep")
+
+
+def test_tsne_embedding_round_trips_through_csv(tmp_path):
+    store = ResultStore(tmp_path, "test")
+    store.cells_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    emb, classes, index = rng.normal(size=(7, 2)) * 30, rng.integers(0, 20, 7), np.arange(7) * 3
+    store.save_tsne("cell", emb, classes, index)
+    assert store.tsne_path("cell").suffix == ".csv"
+    assert store.tsne_path("cell").read_text().splitlines()[0] == "index,class,x,y"
+    back = store.load_tsne("cell")
+    np.testing.assert_array_equal(back["embedding"], emb)
+    np.testing.assert_array_equal(back["classes"], classes)
+    np.testing.assert_array_equal(back["index"], index)
