@@ -129,9 +129,38 @@ class _Table1Mixin:
     A plain mixin (not a :class:`HashMethod`), so the registry sees no unregistered method class.
     """
 
-    beta: float
-    use_reg: bool
-    quant_norm: str
+    #: ``margin=None`` means ``K / margin_divisor`` in ``d_H`` units
+    margin_divisor: ClassVar[int]
+
+    def __init__(
+        self,
+        n_bits: int = 48,
+        seed: int = 0,
+        *,
+        margin: float | None = None,
+        beta: float = 1.0,
+        use_reg: bool = True,
+        quant_norm: str = "bits_mean",
+        **train_options: Any,
+    ) -> None:
+        super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.quant_norm = quant_norm
+        self.margin = margin
+        self.beta = beta
+        self.use_reg = use_reg
+
+    def margin_value(self) -> float:
+        """The margin in ``d_H`` units (``K / margin_divisor`` unless given)."""
+        return self.n_bits / self.margin_divisor if self.margin is None else float(self.margin)
+
+    def build_head(self, in_features: int, n_classes: int) -> nn.Module:
+        self._check_common()
+        if self.margin is not None and not (isinstance(self.margin, (int, float)) and self.margin > 0):
+            raise ValueError(
+                "margin must be a positive number or None "
+                f"(K/{self.margin_divisor}), got {self.margin!r}"
+            )
+        return super().build_head(in_features, n_classes)
 
     def _check_common(self) -> None:
         if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
@@ -160,32 +189,7 @@ class ContrastiveHashing(_Table1Mixin, DeepHashMethod):
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
 
-    def __init__(
-        self,
-        n_bits: int = 48,
-        seed: int = 0,
-        *,
-        margin: float | None = None,
-        beta: float = 1.0,
-        use_reg: bool = True,
-        quant_norm: str = "bits_mean",
-        **train_options: Any,
-    ) -> None:
-        super().__init__(n_bits=n_bits, seed=seed, **train_options)
-        self.quant_norm = quant_norm
-        self.margin = margin
-        self.beta = beta
-        self.use_reg = use_reg
-
-    def margin_value(self) -> float:
-        """The margin in ``d_H`` units (``K / 4`` unless given)."""
-        return self.n_bits / 4.0 if self.margin is None else float(self.margin)
-
-    def build_head(self, in_features: int, n_classes: int) -> nn.Module:
-        self._check_common()
-        if self.margin is not None and not (isinstance(self.margin, (int, float)) and self.margin > 0):
-            raise ValueError(f"margin must be a positive number or None (K/4), got {self.margin!r}")
-        return super().build_head(in_features, n_classes)
+    margin_divisor = 4
 
     def loss_terms(
         self, head: nn.Module, u: torch.Tensor, labels: torch.Tensor, step: TrainStep
@@ -209,32 +213,7 @@ class TripletHashing(_Table1Mixin, DeepHashMethod):
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
 
-    def __init__(
-        self,
-        n_bits: int = 48,
-        seed: int = 0,
-        *,
-        margin: float | None = None,
-        beta: float = 1.0,
-        use_reg: bool = True,
-        quant_norm: str = "bits_mean",
-        **train_options: Any,
-    ) -> None:
-        super().__init__(n_bits=n_bits, seed=seed, **train_options)
-        self.quant_norm = quant_norm
-        self.margin = margin
-        self.beta = beta
-        self.use_reg = use_reg
-
-    def margin_value(self) -> float:
-        """The margin in ``d_H`` units (``K / 8`` unless given)."""
-        return self.n_bits / 8.0 if self.margin is None else float(self.margin)
-
-    def build_head(self, in_features: int, n_classes: int) -> nn.Module:
-        self._check_common()
-        if self.margin is not None and not (isinstance(self.margin, (int, float)) and self.margin > 0):
-            raise ValueError(f"margin must be a positive number or None (K/8), got {self.margin!r}")
-        return super().build_head(in_features, n_classes)
+    margin_divisor = 8
 
     def loss_terms(
         self, head: nn.Module, u: torch.Tensor, labels: torch.Tensor, step: TrainStep
