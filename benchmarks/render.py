@@ -460,6 +460,15 @@ def _missing_text(ax, text: str = "missing: no stored result") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def _finish_panel(ax, drew: bool, **legend: Any) -> None:
+    """Grid, then the legend if anything was drawn, else the missing-result note."""
+    ax.grid(alpha=0.3)
+    if drew:
+        ax.legend(fontsize=7, **legend)
+    else:
+        _missing_text(ax)
+
+
 def _subtitle(preset: Preset) -> str:
     if preset.user_data:
         return f"preset {preset.name} settings on your data ({preset.user_data}): no paper numbers"
@@ -549,11 +558,7 @@ def _fig_pr(plt, exp, preset, store, seeds, cols):
             any_line = True
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
                title=_col_title(col, preset).replace(map_name(col.k), f"{bits} bits"))
-        ax.grid(alpha=0.3)
-        if any_line:
-            ax.legend(fontsize=7, ncol=2)
-        else:
-            _missing_text(ax)
+        _finish_panel(ax, any_line, ncol=2)
         if not_converged:
             ax.text(0.98, 0.02, "N/C (not drawn): " + ", ".join(not_converged),
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
@@ -599,11 +604,7 @@ def _fig_sweep(plt, exp, preset, store, seeds, cols):
                 drew = True
         ax.set(xlabel=exp.sweep_param, ylabel=map_name(col.k), xticks=list(exp.sweep),
                title=_col_title(col, preset))
-        ax.grid(alpha=0.3)
-        if drew:
-            ax.legend(fontsize=7)
-        else:
-            _missing_text(ax)
+        _finish_panel(ax, drew)
     return fig
 
 
@@ -619,11 +620,7 @@ def _fig_kt(plt, exp, preset, store, seeds, cols):
             drew |= _plot_series(ax, pts, color, row.label)
         ax.set(xlabel="code length (bits)", ylabel=map_name(col.k), xticks=list(preset.bits),
                title=_col_title(col, preset))
-        ax.grid(alpha=0.3)
-        if drew:
-            ax.legend(fontsize=7)
-        else:
-            _missing_text(ax)
+        _finish_panel(ax, drew)
     return fig
 
 
