@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from hand_batch import MULTI, SINGLE, B, K, labels_of, outputs
 
 from methods.deep.base import TrainStep
 from methods.deep.greedyhash import (
@@ -18,20 +19,8 @@ from methods.deep.greedyhash import (
 )
 from methods.deep.talr import TALR, apr_loss, default_nbins
 
-SINGLE = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
-MULTI = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
-B, K = 6, 5
 STEP = TrainStep(epoch=0, iteration=0, iterations_per_epoch=1, total_epochs=1)
 SMALL = {"backbone": "mlp", "epochs": 2, "batch_size": 32, "progress": False}
-
-
-def outputs(seed: int = 0, scale: float = 1.5) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, K, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
-
-
-def labels_of(rows: list[list[int]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float64)
 
 
 def blobs(n: int = 300, d: int = 16, c: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

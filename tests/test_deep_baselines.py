@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from hand_batch import MULTI, SINGLE, B, K, labels_of, outputs
 
 from methods import get_method
 from methods.deep.base import DeepHashMethod, TrainStep
@@ -46,18 +47,10 @@ from methods.deep.ssdh import SSDH, SSDHHead, l2svm_loss, ssdh_e2, ssdh_e3
 
 BASELINES = ["dsh", "hashnet", "dhn", "dnnh", "ssdh", "contrastive", "triplet"]
 
-SINGLE = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
-MULTI = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
-B, K = 6, 5
 
 
 def step(iteration: int = 0) -> TrainStep:
     return TrainStep(epoch=0, iteration=iteration, iterations_per_epoch=10, total_epochs=1)
-
-
-def outputs(seed: int = 0, scale: float = 1.5) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, K, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
 
 
 def make(cls: type, **params):
@@ -66,10 +59,6 @@ def make(cls: type, **params):
     if inspect.isabstract(cls):
         cls = type(cls.__name__, (cls,), {"_fit": lambda *a: None, "_encode": lambda *a: None})
     return cls(**params)
-
-
-def labels_of(rows: list[list[int]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float64)
 
 
 def similar(y: list[list[int]], i: int, j: int) -> bool:
