@@ -49,7 +49,7 @@ from torch import nn
 
 from methods.base import register, register_variant
 from methods.deep.base import DeepHashMethod, TrainStep
-from methods.deep.losses import BALANCE_MODES, QUANT_NORMS, kt_loss, reg_loss
+from methods.deep.losses import check_reg_options, reg_kt_terms
 
 __all__ = [
     "CENTER_INITS",
@@ -207,10 +207,8 @@ def dpah_loss_terms(
     terms = {"inter": inter_loss(b, labels, centers, alpha)}
     if lam:
         terms["intra"] = lam * intra_loss(b, labels, centers)
-    if beta:
-        terms["reg"] = beta * reg_loss(b, balance_mode, quant_norm)
-    if gamma:
-        terms["kt"] = gamma * kt_loss(u, t)
+    terms.update(reg_kt_terms(u, b, beta=beta, gamma=gamma, t=t, balance_mode=balance_mode,
+                              quant_norm=quant_norm))
     return terms
 
 
@@ -260,12 +258,7 @@ class DPAH(DeepHashMethod):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        if self.balance_mode not in BALANCE_MODES:
-            raise ValueError(
-                f"balance_mode must be one of {BALANCE_MODES}, got {self.balance_mode!r}"
-            )
-        if self.quant_norm not in QUANT_NORMS:
-            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
+        check_reg_options(self.balance_mode, self.quant_norm)
         if self.center_param not in CENTER_PARAMS:
             raise ValueError(
                 f"center_param must be one of {CENTER_PARAMS}, got {self.center_param!r}"

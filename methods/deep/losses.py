@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["BALANCE_MODES", "QUANT_NORMS", "kt_loss", "reg_loss", "reg_parts"]
+__all__ = [
+    "BALANCE_MODES",
+    "QUANT_NORMS",
+    "check_reg_options",
+    "kt_loss",
+    "reg_kt_terms",
+    "reg_loss",
+    "reg_parts",
+]
 
 BALANCE_MODES = ("per_sample", "batch")
 #: How Eq. (6)'s quantization term is scaled over the K bits: ``"bits_mean"`` (1/K, SSDH's E2,
 #: which the paper cites for L_reg) or ``"sum"`` (as printed). See :func:`reg_parts`.
 QUANT_NORMS = ("bits_mean", "sum")
+
+
+def check_reg_options(balance_mode: str = "per_sample", quant_norm: str = "bits_mean") -> None:
+    """Reject an unknown ``balance_mode`` or ``quant_norm`` of Eq. (6), naming the choices."""
+    if balance_mode not in BALANCE_MODES:
+        raise ValueError(f"balance_mode must be one of {BALANCE_MODES}, got {balance_mode!r}")
+    if quant_norm not in QUANT_NORMS:
+        raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {quant_norm!r}")
 
 
 def reg_parts(
@@ -35,14 +51,11 @@ def reg_parts(
     """
     if b.ndim != 2:
         raise ValueError(f"relaxed codes must be a B x K matrix, got shape {tuple(b.shape)}")
+    check_reg_options(balance_mode, quant_norm)
     if balance_mode == "per_sample":
         balance = 0.5 * ((b.mean(dim=1) - 0.5) ** 2).mean()
-    elif balance_mode == "batch":
+    else:  # "batch"
         balance = 0.5 * (b.mean() - 0.5) ** 2
-    else:
-        raise ValueError(f"balance_mode must be one of {BALANCE_MODES}, got {balance_mode!r}")
-    if quant_norm not in QUANT_NORMS:
-        raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {quant_norm!r}")
     quantization = -0.5 * ((b - 0.5) ** 2).sum(dim=1).mean()
     if quant_norm == "bits_mean":
         quantization = quantization / b.shape[1]
@@ -66,3 +79,23 @@ def kt_loss(u: torch.Tensor, t: float) -> torch.Tensor:
         raise ValueError(f"outputs must be a B x K matrix, got shape {tuple(u.shape)}")
     excess = torch.relu(u - t) ** 2 + torch.relu(-u - t) ** 2
     return 0.5 * excess.sum(dim=1).mean()
+
+
+def reg_kt_terms(
+    u: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    t: float,
+    balance_mode: str = "per_sample",
+    quant_norm: str = "bits_mean",
+) -> dict[str, torch.Tensor]:
+    """``beta L_reg`` (Eq. 6, key ``"reg"``) and ``gamma L_ktl`` (Eq. 7, key ``"kt"``) of Eq. (8);
+    a term whose weight is 0 is left out."""
+    terms: dict[str, torch.Tensor] = {}
+    if beta:
+        terms["reg"] = beta * reg_loss(b, balance_mode, quant_norm)
+    if gamma:
+        terms["kt"] = gamma * kt_loss(u, t)
+    return terms

@@ -28,7 +28,7 @@ from torch import nn
 
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
-from methods.deep.losses import QUANT_NORMS, reg_loss
+from methods.deep.losses import check_reg_options, reg_loss
 
 __all__ = [
     "ContrastiveHashing",
@@ -167,8 +167,7 @@ class _Table1Mixin:
             raise ValueError(f"beta (weight of L_reg) must be a number >= 0, got {self.beta!r}")
         if not isinstance(self.use_reg, bool):
             raise TypeError(f"use_reg must be True or False, got {self.use_reg!r}")
-        if self.quant_norm not in QUANT_NORMS:
-            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
+        check_reg_options(quant_norm=self.quant_norm)
 
     def _reg_terms(self, b: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.use_reg or self.beta == 0:

@@ -33,7 +33,7 @@ from torch import nn
 from methods.base import register, register_variant
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.dpah import DPAH_PAPER, TEST_PARAMS
-from methods.deep.losses import BALANCE_MODES, QUANT_NORMS, kt_loss, reg_loss
+from methods.deep.losses import check_reg_options, reg_kt_terms
 
 __all__ = [
     "ClassifierHead",
@@ -143,12 +143,7 @@ class _PointwiseBase(DeepHashMethod):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        if self.balance_mode not in BALANCE_MODES:
-            raise ValueError(
-                f"balance_mode must be one of {BALANCE_MODES}, got {self.balance_mode!r}"
-            )
-        if self.quant_norm not in QUANT_NORMS:
-            raise ValueError(f"quant_norm must be one of {QUANT_NORMS}, got {self.quant_norm!r}")
+        check_reg_options(self.balance_mode, self.quant_norm)
 
     @abc.abstractmethod
     def supervision(self, head: nn.Module, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -159,10 +154,8 @@ class _PointwiseBase(DeepHashMethod):
     ) -> dict[str, torch.Tensor]:
         b = torch.sigmoid(u)  # Eq. (5)
         terms = {self.term: self.supervision(head, b, labels)}
-        if self.beta:
-            terms["reg"] = self.beta * reg_loss(b, self.balance_mode, self.quant_norm)
-        if self.gamma:
-            terms["kt"] = self.gamma * kt_loss(u, self.t)
+        terms.update(reg_kt_terms(u, b, beta=self.beta, gamma=self.gamma, t=self.t,
+                                  balance_mode=self.balance_mode, quant_norm=self.quant_norm))
         return terms
 
 
