@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.experiments import (
+from benchmarks.runner.experiments import (
     FIGURES,
     PRESETS,
     TABLES,
@@ -277,7 +277,7 @@ def user_data(args: argparse.Namespace, preset: Preset, parser: argparse.Argumen
             parser.error(f"{', '.join(user_only)} only {verb} to your own data: give "
                          "--user-data PATH (a folder, a .csv or a .npz)")
         return None
-    from benchmarks.user_data import UserDataError, resolve_user_data
+    from benchmarks.runner.user_data import UserDataError, resolve_user_data
 
     try:
         return resolve_user_data(args.user_data, args.user_protocol, args.user_name,
@@ -289,7 +289,7 @@ def user_data(args: argparse.Namespace, preset: Preset, parser: argparse.Argumen
 
 def dry_run(cells: list[Cell], preset: Preset, args: argparse.Namespace,
             outputs: str | None = None) -> str:
-    from benchmarks.results import ResultStore
+    from benchmarks.runner.results import ResultStore
 
     store = ResultStore(args.results_dir, preset.name, outputs)
     done = [c for c in cells if store.is_done(c.cell_id)]
@@ -336,16 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         print(dry_run(cells, preset, args, outputs))
         return 0
 
-    from benchmarks.launchers import (
-        RunOptions,
-        Summary,
-        eval_ks_for,
-        make_executor,
-        run_local,
-        run_submitit,
-    )
     from benchmarks.render import render_figure, render_table
-    from benchmarks.results import ResultStore
+    from benchmarks.runner.cell import RunOptions, eval_ks_for
+    from benchmarks.runner.launchers import Summary, make_executor, run_local, run_submitit
+    from benchmarks.runner.results import ResultStore
 
     store = ResultStore(args.results_dir, preset.name, outputs)
     opts = RunOptions(

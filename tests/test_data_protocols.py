@@ -604,9 +604,9 @@ def test_runner_download_flag_reaches_the_protocol(tmp_path, monkeypatch):
     """``run_all.py --download`` passes download=True to protocols that have the option."""
     torchvision = pytest.importorskip("torchvision")
     import data_protocols.core
-    from benchmarks import launchers
-    from benchmarks.experiments import DatasetSpec, get_preset, make_cell
-    from benchmarks.results import ResultStore
+    from benchmarks.runner import cell as cell_job
+    from benchmarks.runner.experiments import DatasetSpec, get_preset, make_cell
+    from benchmarks.runner.results import ResultStore
 
     calls: list = []
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", _fake_cifar10_download(calls))
@@ -617,13 +617,13 @@ def test_runner_download_flag_reaches_the_protocol(tmp_path, monkeypatch):
     cell = make_cell(get_preset("test"), "lsh", ds, 16, 0)
     store = ResultStore(tmp_path / "res", "test")
     for download in (False, True):
-        opts = launchers.RunOptions(results_dir=str(tmp_path / "res"), preset="test",
+        opts = cell_job.RunOptions(results_dir=str(tmp_path / "res"), preset="test",
                                     data_root=str(tmp_path / "data"), download=download)
-        launchers._BENCH_CACHE.clear()
+        cell_job._BENCH_CACHE.clear()
         if not download:
-            with pytest.raises(launchers.MissingComponent, match="not found"):
-                launchers._load_benchmark(cell, "features", opts, store)
+            with pytest.raises(cell_job.MissingComponent, match="not found"):
+                cell_job._load_benchmark(cell, "features", opts, store)
         else:
-            bench = launchers._load_benchmark(cell, "features", opts, store)
+            bench = cell_job._load_benchmark(cell, "features", opts, store)
             assert len(bench.targets("query")) == 20
     assert calls == [(str(tmp_path / "data"), True, True)]

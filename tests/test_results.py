@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import results
-from benchmarks.experiments import DIGITS, TABLE3, cells_for, get_preset, make_cell
 from benchmarks.render import build_table, load_paper_numbers, render_figure, render_table
-from benchmarks.results import ResultStore, pack_codes, unpack_codes
+from benchmarks.runner import results
+from benchmarks.runner.experiments import DIGITS, TABLE3, cells_for, get_preset, make_cell
+from benchmarks.runner.results import ResultStore, pack_codes, unpack_codes
 
 PRESET = get_preset("test")
 
@@ -143,7 +143,7 @@ def test_rendered_files_state_their_setting_and_match(tmp_path):
 
 def test_figures_render_from_stored_results_only(tmp_path):
     """Figures are drawn from records (missing panels say so) and never write result files."""
-    from benchmarks.experiments import FIGURES
+    from benchmarks.runner.experiments import FIGURES
 
     store = _fill_store(tmp_path)
     before = sorted(p.name for p in store.cells_dir.iterdir())
@@ -155,7 +155,7 @@ def test_figures_render_from_stored_results_only(tmp_path):
 
 def test_cells_are_shared_between_experiments():
     """Table 3's 48-bit DPAH cell is the t = 10 point of Fig. 6's sweep at 16 bits, etc."""
-    from benchmarks.experiments import FIGURES
+    from benchmarks.runner.experiments import FIGURES
 
     preset = get_preset("smoke")
     t3 = {c.cell_id for c in cells_for(TABLE3, preset)}
@@ -193,7 +193,7 @@ def test_git_commit_marks_code_edits_dirty_but_not_result_files(tmp_path):
 def test_dataset_hyper_parameters_reach_only_that_datasets_cells():
     """The appendix methods' ImageNet settings (their papers') apply to the ImageNet-100 column
     of the paper preset, not to CIFAR-10, and change no other cell."""
-    from benchmarks.experiments import APPENDIX, CIFAR10_PAPER, IMAGENET100, TABLE3
+    from benchmarks.runner.experiments import APPENDIX, CIFAR10_PAPER, IMAGENET100, TABLE3
 
     cells = cells_for(APPENDIX, get_preset("paper"))
     hyper = {(c.method, c.dataset.key): dict(c.hyper) for c in cells}

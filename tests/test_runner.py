@@ -5,7 +5,7 @@ Two kinds of test:
 * with the real stack (registry + ``data_protocols`` digits + ``benchmarks.metrics``), skipped
   while one of them is not importable;
 * with small, hand-checkable stand-ins for the data protocol and the metric module (monkeypatched
-  into :mod:`benchmarks.launchers`), so the runner's own behaviour (skip / force / dry run /
+  into :mod:`benchmarks.runner.cell`), so the runner's own behaviour (skip / force / dry run /
   failures / atomic files) is tested whatever state the other packages are in.
 """
 
@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 import run_all
-from benchmarks import launchers
-from benchmarks.experiments import TABLE3, get_preset
-from benchmarks.results import ResultStore
+from benchmarks.runner import cell as cell_job
+from benchmarks.runner import launchers
+from benchmarks.runner.experiments import TABLE3, get_preset
+from benchmarks.runner.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,9 +111,9 @@ def _fake_metrics() -> types.SimpleNamespace:
 @pytest.fixture
 def fakes(monkeypatch):
     """Route the runner to the stand-in protocol and metrics; clear its dataset memo."""
-    monkeypatch.setattr(launchers, "_import_protocols", _fake_protocols)
-    monkeypatch.setattr(launchers, "_import_metrics", _fake_metrics)
-    monkeypatch.setattr(launchers, "_BENCH_CACHE", {})
+    monkeypatch.setattr(cell_job, "_import_protocols", _fake_protocols)
+    monkeypatch.setattr(cell_job, "_import_metrics", _fake_metrics)
+    monkeypatch.setattr(cell_job, "_BENCH_CACHE", {})
 
 
 def _run(tmp_path: Path, *extra: str) -> int:
@@ -217,8 +218,8 @@ def test_failing_method_is_reported_and_the_rest_runs(tmp_path, fakes, monkeypat
         def _encode(self, X):  # pragma: no cover - never reached
             return X[:, : self.n_bits] > 0
 
-    real = launchers._method_class
-    monkeypatch.setattr(launchers, "_method_class",
+    real = cell_job._method_class
+    monkeypatch.setattr(cell_job, "_method_class",
                         lambda name: Broken if name == "itq" else real(name))
     assert _run(tmp_path) == 1  # failures make the exit status non-zero
     out = capsys.readouterr().out
@@ -244,7 +245,7 @@ def test_unregistered_method_and_missing_data_show_as_missing(tmp_path, fakes, m
 
 def test_interrupted_cell_leaves_no_result_and_is_rerun(tmp_path, fakes, monkeypatch):
     """A crash while writing a result leaves no partial file under a final name."""
-    from benchmarks import results
+    from benchmarks.runner import results
 
     calls = {"n": 0}
     real_replace = results.os.replace
@@ -298,8 +299,8 @@ def test_submitit_job_construction(tmp_path, fakes):
     args = run_all.build_parser().parse_args(["--table", "3", "--preset", "test",
                                               "--methods", "lsh"])
     cells = run_all.plan_cells(run_all.selected_experiments(args), preset, args)
-    opts = launchers.RunOptions(results_dir=str(tmp_path), preset="test",
-                                eval_ks=launchers.eval_ks_for(preset))
+    opts = cell_job.RunOptions(results_dir=str(tmp_path), preset="test",
+                                eval_ks=cell_job.eval_ks_for(preset))
     executor = launchers.make_executor(tmp_path / "jobs", cluster="debug", timeout_min=5)
     assert isinstance(executor, submitit.AutoExecutor) and executor.cluster == "debug"
     summary = launchers.run_submitit(cells, opts, executor, progress=False)
@@ -324,7 +325,7 @@ def _real_stack_available() -> bool:
                     reason="data_protocols or benchmarks.metrics not importable yet")
 def test_table3_end_to_end_real_stack(tmp_path, capsys):
     """``run_all.py --table 3 --preset test`` on the real digits protocol and metrics."""
-    launchers._BENCH_CACHE.clear()
+    cell_job._BENCH_CACHE.clear()
     assert _run(tmp_path) == 0
     assert "SUMMARY" in capsys.readouterr().out
     assert _check_table_matches_store(tmp_path) >= 2

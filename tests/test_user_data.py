@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import run_all
-from benchmarks import launchers
-from benchmarks.experiments import get_preset, image_feature_backbone
-from benchmarks.results import ResultStore
-from benchmarks.user_data import UserDataError, resolve_user_data
+from benchmarks.runner import cell as cell_job
+from benchmarks.runner.experiments import get_preset, image_feature_backbone
+from benchmarks.runner.results import ResultStore
+from benchmarks.runner.user_data import UserDataError, resolve_user_data
 
 dp = pytest.importorskip("data_protocols")
 
@@ -30,7 +30,7 @@ def _isolated(tmp_path, monkeypatch):
     from data_protocols import core
 
     monkeypatch.setattr(core, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(launchers, "_BENCH_CACHE", {})
+    monkeypatch.setattr(cell_job, "_BENCH_CACHE", {})
 
 
 def write_npz(path: Path, n: int = 300, d: int = 32, c: int = 4) -> Path:

@@ -1,8 +1,9 @@
 """The base class of every deep method: a method supplies only its head and its loss.
 
-Training happens in :mod:`methods.deep.trainer` (the one training loop); this class holds the
+Training happens in :mod:`methods.deep.trainer` (the one training loop), which depends only on the
+small contract in :mod:`methods.deep.contract`; this class implements that contract, holds the
 training options (paper defaults) and implements ``_fit`` / ``_encode`` / ``raw_outputs`` on top of
-it. A method supplies three hooks:
+the trainer. A method supplies three hooks:
 
 * ``build_head(in_features, n_classes) -> nn.Module``: maps backbone features (B x in_features)
   to the method's raw outputs ``u`` (B x n_bits), and owns every method-specific parameter
@@ -18,7 +19,6 @@ for DPAH's centers) and ``after_optimizer_step(head)`` (e.g. a projection of cla
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,16 +28,9 @@ from torch import nn
 from methods.base import HashMethod
 from methods.deep import trainer
 from methods.deep.backbones import BACKBONES, INPUT_SCALINGS, is_feature_backbone
+from methods.deep.contract import TrainStep
 
-
-@dataclass
-class TrainStep:
-    """Where training is, for losses that depend on it (e.g. HashNet's continuation)."""
-
-    epoch: int  # 0-based
-    iteration: int  # global 0-based mini-batch counter
-    iterations_per_epoch: int
-    total_epochs: int
+__all__ = ["DeepHashMethod", "TrainStep"]
 
 
 class DeepHashMethod(HashMethod):

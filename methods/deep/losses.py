@@ -47,7 +47,7 @@ def reg_parts(
     quantization reward grows to K/8 (4 at 32 bits) while the inter loss is O(log C); the cheapest
     way to collect it is the shared hash-layer bias, so with beta = 1 every run we made (MLP or
     linear head, raw pixels, tags or MobileNet features, lr 1e-3..5e-2) ended with one code for
-    all items. ``benchmarks/README_deep.md`` has the runs.
+    all items. ``benchmarks/evidence/README_deep.md`` has the runs.
     """
     if b.ndim != 2:
         raise ValueError(f"relaxed codes must be a B x K matrix, got shape {tuple(b.shape)}")

@@ -1,7 +1,8 @@
 """The one training loop of every deep method.
 
-A deep method (:class:`methods.deep.base.DeepHashMethod`) supplies its head and its loss terms; this
-module does everything else, once: batching and preprocessing of the inputs, the backbone, the SGD
+A deep method supplies its head and its loss terms (the contract in :mod:`methods.deep.contract`,
+implemented by :class:`methods.deep.base.DeepHashMethod`); this module does everything else, once:
+batching and preprocessing of the inputs, the backbone, the SGD
 optimiser (paper settings: momentum 0.9, weight decay 5e-4, fixed learning rate 1e-3; optional
 ``hash_lr_mult`` for the new layers), the fixed-length schedule, seeding, per-epoch checkpoints with
 atomic writes, resumption of an interrupted run to the identical result, the NaN/inf guard, the
@@ -25,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +39,7 @@ from methods.deep.backbones import (
     preprocess_batch,
     stack_items,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from methods.deep.base import DeepHashMethod
+from methods.deep.contract import TrainableMethod, TrainStep
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -178,7 +177,7 @@ class FitResult:
     resumed_from_epoch: int = 0
 
 
-def _fingerprint(method: DeepHashMethod, data: InputData, Y: np.ndarray) -> dict[str, Any]:
+def _fingerprint(method: TrainableMethod, data: InputData, Y: np.ndarray) -> dict[str, Any]:
     params = {k: repr(v) for k, v in method.get_params().items() if k not in RUN_ONLY_PARAMS}
     digest = hashlib.sha1(np.ascontiguousarray(Y).tobytes())
     if data.tensor is not None and data.tensor.numel() * data.tensor.element_size() < 2**31:
@@ -198,7 +197,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _preprocess(
-    method: DeepHashMethod,
+    method: TrainableMethod,
     batch: torch.Tensor,
     device: torch.device,
     *,
@@ -212,7 +211,7 @@ def _preprocess(
     ).to(device, non_blocking=True)
 
 
-def fit_model(method: DeepHashMethod, X: Any, Y: np.ndarray) -> FitResult:
+def fit_model(method: TrainableMethod, X: Any, Y: np.ndarray) -> FitResult:
     """Train ``method``'s backbone + head on ``(X, Y)``; see the module docstring."""
     device = resolve_device(method.device)
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -220,8 +219,7 @@ def fit_model(method: DeepHashMethod, X: Any, Y: np.ndarray) -> FitResult:
         return _fit(method, X, Y, device)
 
 
-def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) -> FitResult:
-    from methods.deep.base import TrainStep
+def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -> FitResult:
 
     seed = int(method.seed)
     torch.manual_seed(seed)
@@ -420,7 +418,7 @@ def _fit(method: DeepHashMethod, X: Any, Y: np.ndarray, device: torch.device) ->
 
 @torch.no_grad()
 def _validation_terms(
-    method: DeepHashMethod,
+    method: TrainableMethod,
     model: TrainedModel,
     data: InputData,
     labels_all: torch.Tensor,
@@ -429,7 +427,6 @@ def _validation_terms(
     epoch: int,
     iters_per_epoch: int,
 ) -> dict[str, float]:
-    from methods.deep.base import TrainStep
 
     model.eval()
     step = TrainStep(
@@ -453,7 +450,7 @@ def _validation_terms(
 
 @torch.no_grad()
 def predict_outputs(
-    method: DeepHashMethod,
+    method: TrainableMethod,
     model: TrainedModel,
     X: Any,
     device: torch.device,

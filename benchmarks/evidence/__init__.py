@@ -1,0 +1,1 @@
+"""Evidence scripts: standalone comparisons whose JSON outputs under ``results/`` back the READMEs."""

@@ -1,0 +1,30 @@
+"""Rendering: tables (:mod:`.tables`) and figures (:mod:`.figures`), read from stored results only.
+
+Nothing here trains a model or computes a metric: every number drawn or printed comes from a cell
+record under ``results/<preset>/cells/``.
+"""
+
+from benchmarks.render.figures import FIGURE_FILES, render_figure
+from benchmarks.render.tables import (
+    PAPER_NUMBERS_CSV,
+    Entry,
+    TableData,
+    aggregate,
+    build_table,
+    format_markdown,
+    load_paper_numbers,
+    render_table,
+)
+
+__all__ = [
+    "FIGURE_FILES",
+    "PAPER_NUMBERS_CSV",
+    "Entry",
+    "TableData",
+    "aggregate",
+    "build_table",
+    "format_markdown",
+    "load_paper_numbers",
+    "render_figure",
+    "render_table",
+]

@@ -1,0 +1,447 @@
+"""The job of one cell, end to end (:func:`run_cell`); :mod:`benchmarks.runner.launchers` runs many.
+
+A cell loads its dataset through ``data_protocols``, builds its method from the registry, fits,
+encodes the queries and the database, evaluates with ``benchmarks.metrics`` and writes one result
+record (plus packed codes) through :class:`~benchmarks.runner.results.ResultStore`. Nothing here is
+invented: a method or protocol that is not importable, or data that is not on disk, makes the cell
+*missing* (reported with the reason; re-run later), an exception makes it *failed* (reported; the
+sweep goes on), and a training run whose loss went non-finite or that its method reports as not
+converged is stored as *N/C*.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.runner.experiments import Cell, Preset, dataset_spec_dict
+from benchmarks.runner.results import (
+    TIE_RULE,
+    ResultStore,
+    environment,
+    pack_codes,
+    utc_now,
+)
+
+__all__ = [
+    "MissingComponent",
+    "Outcome",
+    "RunOptions",
+    "ensure_tsne",
+    "eval_ks_for",
+    "run_cell",
+]
+
+log = logging.getLogger("hashbench.runner")
+
+#: u histograms (Figs. 3/5): bin edges from -40 to 40 in steps of 0.5 (the paper's axis is +-35)
+U_HIST_EDGES = np.linspace(-40.0, 40.0, 161)
+
+
+class MissingComponent(RuntimeError):
+    """A method, protocol, metric module or dataset this cell needs is not available."""
+
+
+@dataclass
+class RunOptions:
+    """Everything a cell needs besides its identity (picklable, so it travels to Slurm jobs)."""
+
+    results_dir: str
+    preset: str
+    data_root: str | None = None
+    device: str | None = None
+    force: bool = False
+    progress: bool = False
+    #: let protocols that can (CIFAR-10, Fashion-MNIST) fetch missing data with torchvision
+    download: bool = False
+    #: evaluation cutoffs per dataset key (None = mAP@all); see :func:`eval_ks_for`
+    eval_ks: dict[str, list[int | None]] = field(default_factory=dict)
+    tsne_per_class: int = 100
+    tsne_classes: int = 20
+
+
+@dataclass
+class Outcome:
+    """What happened to one cell."""
+
+    cell_id: str
+    status: str  # "done" | "nc" | "skipped" | "failed" | "missing"
+    reason: str = ""
+    wall_s: float = 0.0
+
+
+def eval_ks_for(preset: Preset) -> dict[str, list[int | None]]:
+    """Cutoffs to evaluate on each dataset: every column's K, and always mAP@all."""
+    ks: dict[str, list[int | None]] = {}
+    cols = list(preset.columns) + list(preset.appendix_columns) + [preset.table2_column]
+    for col in cols:
+        if col.dataset is None:
+            continue
+        lst = ks.setdefault(col.dataset.key, [None])
+        if col.k not in lst:
+            lst.append(col.k)
+    return ks
+
+
+# ------------------------------------------------------------------------------ components
+def _import_protocols():
+    try:
+        import data_protocols
+    except Exception as exc:  # noqa: BLE001 — not landed yet, or broken
+        raise MissingComponent(
+            f"data_protocols is not importable ({type(exc).__name__}: {exc})"
+        ) from None
+    return data_protocols
+
+
+def _import_metrics():
+    try:
+        from benchmarks import metrics
+    except Exception as exc:  # noqa: BLE001
+        raise MissingComponent(
+            f"benchmarks.metrics is not importable ({type(exc).__name__}: {exc})"
+        ) from None
+    if not hasattr(metrics, "evaluate") or not hasattr(metrics, "map_at_k"):
+        raise MissingComponent("benchmarks.metrics has no evaluate()/map_at_k() yet")
+    return metrics
+
+
+def _method_class(name: str):
+    try:
+        from methods import get_method
+    except Exception as exc:  # noqa: BLE001
+        raise MissingComponent(
+            f"methods is not importable ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        return get_method(name)
+    except KeyError:
+        raise MissingComponent(
+            f"method {name!r} is not registered (not implemented yet?)"
+        ) from None
+
+
+_BENCH_CACHE: dict[tuple, Any] = {}
+
+
+def _load_benchmark(cell: Cell, input_kind: str, opts: RunOptions, store: ResultStore):
+    """Load (and memoise: a sweep reuses one dataset for many cells) the cell's benchmark."""
+    ds = cell.dataset
+    key = (ds.key, ds.protocol, ds.variant, ds.feature_backbone, ds.split_seed, input_kind,
+           opts.data_root)
+    if key in _BENCH_CACHE:
+        return _BENCH_CACHE[key]
+    dp = _import_protocols()
+    try:
+        protocol = dp.get_protocol(ds.protocol)
+    except KeyError as exc:
+        raise MissingComponent(f"protocol {ds.protocol!r} is not available: {exc}") from None
+    data_root = opts.data_root if opts.data_root is not None else dp.DEFAULT_DATA_ROOT
+    # the feature cache is the protocols' own (results/cache/ or $HASHBENCH_CACHE_DIR), shared by
+    # every results directory: features are expensive and do not depend on the preset
+    kwargs: dict[str, Any] = {"input_kind": input_kind, "progress": opts.progress}
+    if input_kind == "features" and ds.feature_backbone is not None:
+        kwargs["feature_backbone"] = ds.feature_backbone
+    kwargs.update(ds.variant_dict())
+    if opts.download and "download" in getattr(protocol, "options", {}):
+        kwargs["download"] = True
+    try:
+        bench = protocol.load(data_root, ds.split_seed, **kwargs)
+    except dp.DatasetNotFoundError as exc:
+        raise MissingComponent(f"dataset {ds.label} not found: {exc}") from None
+    if len(_BENCH_CACHE) >= 2:  # keep memory bounded: at most two datasets in memory
+        _BENCH_CACHE.pop(next(iter(_BENCH_CACHE)))
+    _BENCH_CACHE[key] = bench
+    return bench
+
+
+def _save_split(bench: Any, cell: Cell, store: ResultStore) -> str:
+    split_hash = str(bench.split.hash())
+    target = store.splits_dir / f"{cell.dataset.key}-{split_hash}"
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        bench.split.save(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another job saved it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return split_hash
+
+
+def _is_nonfinite_failure(exc: BaseException) -> bool:
+    """A training run that died of a NaN/inf loss did not converge (N/C), it did not crash."""
+    if isinstance(exc, FloatingPointError):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in ("nan", "non-finite", "nonfinite", "not finite", "inf loss"))
+
+
+def _u_histogram(method: Any, X: Any) -> dict[str, Any]:
+    u = np.asarray(method.raw_outputs(X), dtype=np.float64).ravel()
+    counts, _ = np.histogram(u, bins=U_HIST_EDGES)
+    return {
+        "edges": U_HIST_EDGES.tolist(),
+        "counts": counts.tolist(),
+        "below": int(np.sum(u < U_HIST_EDGES[0])),
+        "above": int(np.sum(u > U_HIST_EDGES[-1])),
+        "n": int(u.size),
+        "min": float(u.min()),
+        "max": float(u.max()),
+        "mean": float(u.mean()),
+        "std": float(u.std()),
+        "part": "train",
+    }
+
+
+def _construct(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore) -> Any:
+    kwargs: dict[str, Any] = dict(cell.hyper)
+    if cls.kind == "deep":
+        kwargs.update(dict(cell.train))
+        ckpt = store.checkpoint_dir(cell.cell_id)
+        kwargs.update(checkpoint_dir=str(ckpt), resume=True, progress=opts.progress)
+        if opts.device:
+            kwargs["device"] = opts.device
+    try:
+        return cls(n_bits=cell.bits, seed=cell.seed, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{cls.__name__} rejected the cell's settings {kwargs}: {exc}") from None
+
+
+def _evaluate(metrics: Any, codes: dict[str, np.ndarray], ks: list[int | None]) -> dict[str, Any]:
+    """The metrics dict of a cell: ``evaluate`` at the smallest cutoff plus mAP at every cutoff."""
+    finite = sorted(k for k in ks if k is not None)
+    primary = finite[0] if finite else None
+    qc, dc, ql, dl = codes["query"], codes["db"], codes["query_labels"], codes["db_labels"]
+    result = dict(metrics.evaluate(qc, dc, ql, dl, k=primary, no_hit="drop"))
+    result["k"] = primary
+    map_at: dict[str, float] = {}
+    for k in [None, *finite]:
+        name = "all" if k is None else str(k)
+        if k is None and "map" in result:
+            map_at[name] = float(result["map"])
+        elif k == primary and "map_at_k" in result:
+            map_at[name] = float(result["map_at_k"])
+        else:
+            map_at[name] = float(metrics.map_at_k(qc, dc, ql, dl, k=k, no_hit="drop"))
+    result["map_at"] = map_at
+    return result
+
+
+def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
+    """Run one cell and store its result; a method or data problem is reported, not raised."""
+    store = ResultStore(opts.results_dir, opts.preset)
+    cid = cell.cell_id
+    t_start = time.perf_counter()
+    if store.is_done(cid) and not opts.force:
+        if "tsne" in cell.needs:
+            try:
+                ensure_tsne(store, cell, opts)
+            except Exception as exc:  # noqa: BLE001 — the figure will show the panel as missing
+                log.error("t-SNE of %s failed: %s", cid, exc)
+        return Outcome(cid, "skipped", "already done")
+    if opts.force:
+        shutil.rmtree(store.checkpoint_dir(cid), ignore_errors=True)
+    try:
+        record, codes = _compute(cell, opts, store)
+    except MissingComponent as exc:
+        log.warning("missing  %s: %s", cell.describe(), exc)
+        return Outcome(cid, "missing", str(exc), time.perf_counter() - t_start)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 — one method's bug must not end the sweep
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("failed   %s: %s", cell.describe(), reason)
+        store.save_failure(cid, {
+            "cell": cell.key(), "reason": reason, "traceback": traceback.format_exc(),
+            "utc_time": utc_now(),
+        })
+        return Outcome(cid, "failed", reason, time.perf_counter() - t_start)
+    store.save(record, codes)
+    store.tsne_path(cid).unlink(missing_ok=True)  # an embedding of older codes is stale
+    if "tsne" in cell.needs:
+        try:
+            ensure_tsne(store, cell, opts)
+        except Exception as exc:  # noqa: BLE001 — the result is fine; the figure shows 'missing'
+            log.error("t-SNE of %s failed: %s", cid, exc)
+    status = "done" if record["converged"] else "nc"
+    return Outcome(cid, status, record.get("nc_reason", ""), time.perf_counter() - t_start)
+
+
+def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, dict]:
+    """Fit, encode, evaluate: the record and the packed codes of one cell."""
+    cls = _method_class(cell.method)
+    metrics = _import_metrics()
+    method = _construct(cls, cell, opts, store)
+    input_kind = method.expected_input() if hasattr(method, "expected_input") else cls.input_kind
+    bench = _load_benchmark(cell, input_kind, opts, store)
+    split_hash = _save_split(bench, cell, store)
+    X_train, Y_train = bench.inputs("train"), bench.targets("train")
+
+    converged, nc_reason = True, ""
+    t0 = time.perf_counter()
+    try:
+        method.fit(X_train, Y_train)
+    except Exception as exc:
+        if cls.kind != "deep" or not _is_nonfinite_failure(exc):
+            raise
+        converged, nc_reason = False, f"training stopped: {type(exc).__name__}: {exc}"
+    fit_s = time.perf_counter() - t0
+
+    record: dict[str, Any] = {
+        "cell_id": cell.cell_id,
+        "cell": cell.key(),
+        "preset": opts.preset,
+        "status": None,
+        "method": {
+            "name": cell.method,
+            "kind": cls.kind,
+            "paper": getattr(cls, "paper", ""),
+            "variant_of": getattr(cls, "variant_of", ""),
+            "params": _safe_params(method),
+        },
+        "dataset": {
+            **dataset_spec_dict(cell.dataset),
+            "protocol_description": getattr(bench, "description", None),
+            "split_hash": split_hash,
+            "sizes": bench.split.sizes(),
+            "input_kind": input_kind,
+            "info": getattr(bench, "info", {}),
+        },
+        "bits": cell.bits,
+        "seed": cell.seed,
+        "backbone": cell.backbone,
+        "map_convention": {
+            "no_hit": "drop",
+            "no_hit_meaning": "queries with no relevant item in the top K are left out of the "
+            "mean (HashNet's convention)",
+            "tie_rule": TIE_RULE,
+            "relevance": "query and item share at least one label",
+        },
+        "environment": environment(opts.device),
+        "utc_time": utc_now(),
+    }
+    if not converged:
+        record.update(status="nc", converged=False, nc_reason=nc_reason, metrics=None,
+                      timing={"fit_s": fit_s, "encode_s": None, "eval_s": None},
+                      history=_history(method))
+        return record, None
+
+    t0 = time.perf_counter()
+    try:
+        codes = {
+            "query": method.encode(bench.inputs("query")),
+            "db": method.encode(bench.inputs("database")),
+        }
+    except Exception as exc:  # a network whose outputs are NaN/inf did not converge
+        if cls.kind != "deep" or not _is_nonfinite_failure(exc):
+            raise
+        record.update(status="nc", converged=False, metrics=None,
+                      nc_reason=f"encoding failed: {type(exc).__name__}: {exc}",
+                      timing={"fit_s": fit_s, "encode_s": None, "eval_s": None},
+                      history=_history(method))
+        return record, None
+    encode_s = time.perf_counter() - t0
+    codes["query_labels"] = np.asarray(bench.targets("query"), dtype=np.uint8)
+    codes["db_labels"] = np.asarray(bench.targets("database"), dtype=np.uint8)
+
+    if cls.kind == "deep" and hasattr(method, "convergence_report"):
+        report = method.convergence_report(codes=codes["db"])
+        converged, nc_reason = bool(report.get("converged", True)), str(report.get("reason", ""))
+    t0 = time.perf_counter()
+    result_metrics = _evaluate(metrics, codes, opts.eval_ks.get(cell.dataset.key, [None]))
+    eval_s = time.perf_counter() - t0
+    if not all(math.isfinite(v) for v in result_metrics["map_at"].values()):
+        converged, nc_reason = False, nc_reason or "mAP is not finite"
+
+    record.update(
+        status="ok" if converged else "nc",
+        converged=converged,
+        nc_reason=nc_reason,
+        metrics=result_metrics,
+        timing={"fit_s": fit_s, "encode_s": encode_s, "eval_s": eval_s},
+        history=_history(method),
+    )
+    if cls.kind == "deep" and hasattr(method, "raw_outputs"):
+        try:
+            record["u_hist"] = _u_histogram(method, X_train)
+        except Exception as exc:  # noqa: BLE001 — optional: Figs. 3/5 show it as missing
+            record["u_hist"] = None
+            record["u_hist_error"] = f"{type(exc).__name__}: {exc}"
+    packed = {
+        "query_codes": pack_codes(codes["query"]),
+        "db_codes": pack_codes(codes["db"]),
+        "query_labels": pack_codes(codes["query_labels"]),
+        "db_labels": pack_codes(codes["db_labels"]),
+        "n_labels": np.array(codes["query_labels"].shape[1]),
+        "n_bits": np.array(cell.bits),
+        "query_index": np.asarray(bench.split.query),
+        "db_index": np.asarray(bench.split.database),
+    }
+    return record, packed
+
+
+def _safe_params(method: Any) -> dict[str, Any]:
+    try:
+        return dict(method.get_params())
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"get_params failed: {exc}"}
+
+
+def _history(method: Any) -> Any:
+    hist = getattr(method, "history_", None)
+    if hist is None:
+        return None
+    try:
+        from benchmarks.runner.results import to_jsonable
+
+        return to_jsonable(hist)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# ------------------------------------------------------------------------------ t-SNE (Fig. 9)
+def ensure_tsne(store: ResultStore, cell: Cell, opts: RunOptions) -> Path | None:
+    """Embed a class-balanced sample of a finished cell's database codes in 2-D (sklearn TSNE).
+
+    Written beside the record (``<cell_id>.tsne.csv``); computed once from the stored codes, so
+    the figure never needs the model. Classes: at most ``tsne_classes`` (seeded choice), at most
+    ``tsne_per_class`` items each, an item's class being its first label.
+    """
+    path = store.tsne_path(cell.cell_id)
+    record = store.load(cell.cell_id)
+    if path.exists() or record is None or not store.codes_path(cell.cell_id).exists():
+        return path if path.exists() else None
+    from sklearn.manifold import TSNE
+
+    data = store.load_codes(cell.cell_id)
+    codes, labels = data["db_codes"], data["db_labels"]
+    first = labels.argmax(axis=1)
+    has_label = labels.max(axis=1) > 0
+    rng = np.random.default_rng(0)
+    classes = np.unique(first[has_label])
+    if len(classes) > opts.tsne_classes:
+        classes = np.sort(rng.choice(classes, size=opts.tsne_classes, replace=False))
+    picked = []
+    for c in classes:
+        idx = np.flatnonzero(has_label & (first == c))
+        if len(idx) > opts.tsne_per_class:
+            idx = np.sort(rng.choice(idx, size=opts.tsne_per_class, replace=False))
+        picked.append(idx)
+    index = np.concatenate(picked)
+    perplexity = float(min(30.0, max(2.0, (len(index) - 1) / 3)))
+    emb = TSNE(n_components=2, metric="hamming", init="random", perplexity=perplexity,
+               random_state=0).fit_transform(codes[index].astype(np.float64))
+    store.save_tsne(cell.cell_id, emb, first[index], index)
+    return path
+
+

@@ -1,0 +1,75 @@
+"""What a deep method supplies to the training engine, and what the engine tells it back.
+
+This module is the boundary between :mod:`methods.deep.trainer` (the one training loop) and
+:class:`methods.deep.base.DeepHashMethod` (the base class every deep method subclasses). The
+trainer depends only on this contract; the base class implements it and calls the trainer. Neither
+imports the other's module for its types, so there is no import circle.
+
+A method supplies:
+
+* its training options, read as attributes (:class:`TrainableMethod` lists them);
+* ``build_head(in_features, n_classes)``: the head that maps backbone features to raw outputs ``u``
+  and owns every method-specific parameter;
+* ``loss_terms(head, u, labels, step)``: the weighted scalar loss terms of one mini-batch;
+* optional hooks: ``param_groups(backbone, head)`` and ``after_optimizer_step(head)``.
+
+The engine passes each ``loss_terms`` call a :class:`TrainStep` saying where training is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+__all__ = ["TrainStep", "TrainableMethod"]
+
+
+@dataclass
+class TrainStep:
+    """Where training is, for losses that depend on it (e.g. HashNet's continuation)."""
+
+    epoch: int  # 0-based
+    iteration: int  # global 0-based mini-batch counter
+    iterations_per_epoch: int
+    total_epochs: int
+
+
+class TrainableMethod(Protocol):
+    """The attributes and hooks :func:`methods.deep.trainer.fit_model` reads from a method."""
+
+    n_bits: int
+    seed: int
+    backbone: str
+    weights_path: str | os.PathLike | None
+    from_scratch: bool
+    mlp_hidden: int
+    input_scaling: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    augment: bool
+    device: str
+    amp: bool
+    checkpoint_dir: str | os.PathLike | None
+    resume: bool
+    num_workers: int
+    val_fraction: float
+    progress: bool
+
+    def get_params(self) -> dict[str, Any]: ...
+
+    def build_head(self, in_features: int, n_classes: int) -> nn.Module: ...
+
+    def loss_terms(
+        self, head: nn.Module, u: torch.Tensor, labels: torch.Tensor, step: TrainStep
+    ) -> dict[str, torch.Tensor]: ...
+
+    def param_groups(self, backbone: nn.Module, head: nn.Module) -> list[dict[str, Any]]: ...
+
+    def after_optimizer_step(self, head: nn.Module) -> None: ...
