@@ -19,9 +19,14 @@ Tables (Markdown, CSV, LaTeX) and figures (PNG, PDF) are rendered from those fil
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import logging
+import os
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,8 @@ from benchmarks.runner.experiments import (
     get_preset,
     image_feature_backbone,
     map_name,
+    method_params,
+    train_option_names,
     user_preset,
 )
 
@@ -53,6 +60,37 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}"
         ) from None
+
+
+def _seed_list(text: str) -> list[int]:
+    seeds = _int_list(text)
+    bad = [s for s in seeds if s < 0]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must be integers >= 0, got {bad[0]}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _bits_list(text: str) -> list[int]:
+    bits = _int_list(text)
+    bad = [b for b in bits if b < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"code lengths must be positive integers, got {bad[0]}")
+    return bits
+
+
+def _override(text: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value); the value is a Python literal when it parses as one."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not raw.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=100), got {text!r}")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()  # a bare word: a string option such as backbone=linear
+    return key, value
 
 
 def _str_list(text: str) -> list[str]:
@@ -100,22 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
                       "datasets and AlexNet, 200 epochs: a GPU job), test (tiny, for the tests). "
                       "Default: cpu")
     what.add_argument("--list-methods", action="store_true",
-                      help="print the method registry (name, shallow/deep, paper) and exit")
+                      help="print the method registry (name, shallow/deep, paper) and exit; "
+                      "with --verbose also every method's parameters (the keys of --set)")
+    what.add_argument("--verbose", action="store_true",
+                      help="with --list-methods: list each method's parameters too")
     what.add_argument("--list-datasets", action="store_true",
                       help="print every data protocol: whether its data is present, where it "
                       "looked, split sizes; then exit")
 
     narrow = p.add_argument_group("narrow a run (tables still show every cell; others: missing)")
     narrow.add_argument("--datasets", type=_str_list, default=None, metavar="A,B",
-                        help="only cells on these datasets (our dataset key, e.g. digits, "
-                        "cifar10_mobilenet, mirflickr25k; or protocol name; or the paper "
-                        "column: nus_wide, coco, imagenet100, cifar10)")
+                        help="only cells on these datasets: a protocol name as --list-datasets "
+                        "prints it (e.g. digits, cifar10, mirflickr25k), the dataset key a preset "
+                        "gives it (e.g. cifar10_mobilenet, also listed there), or the paper's "
+                        "column (nus_wide, coco, imagenet100). An unknown name is an error.")
     narrow.add_argument("--methods", type=_str_list, default=None, metavar="M,N",
-                        help="only cells of these registry names (see --list-methods)")
-    narrow.add_argument("--bits", type=_int_list, default=None, metavar="16,32",
-                        help="only cells with these code lengths")
-    narrow.add_argument("--seeds", type=_int_list, default=None, metavar="0,1,2",
+                        help="only cells of these registry names (see --list-methods); a "
+                        "registered method that a table does not list (e.g. from --plugin) is "
+                        "added to it as a row of its own. An unknown name is an error.")
+    narrow.add_argument("--bits", type=_bits_list, default=None, metavar="16,32",
+                        help="only cells with these code lengths (one the selected tables do not "
+                        "use is an error)")
+    narrow.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                         help="seeds to run and aggregate (mean +- std); default: the preset's (0)")
+
+    own = p.add_argument_group("your own method and settings")
+    own.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="import this Python file or module before the registry is read, so "
+                     "that the methods it @register-s can be run (with --methods NAME). "
+                     "Repeatable.")
+    own.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+                     metavar="KEY=VALUE",
+                     help="override a setting; part of every cell's key (so it never reuses a "
+                     "result computed without it) and printed under every table. KEY is a deep "
+                     "training option, applied to every deep cell (epochs, lr, batch_size, "
+                     "momentum, weight_decay, hash_lr_mult, backbone, mlp_hidden, input_scaling, "
+                     "augment, val_fraction, amp, pretrained, from_scratch, weights_path), a "
+                     "hyper-parameter name, applied to every method that has it (e.g. alpha), "
+                     "or METHOD.PARAM for one method (e.g. dpah.alpha=0.4, sdh.n_anchors=500); "
+                     "--list-methods --verbose lists each method's parameters. VALUE is a Python "
+                     "literal (100, 0.005, True, 'linear') or a bare word. Repeatable.")
 
     user = p.add_argument_group(
         "your own data (every table/figure then has one dataset column: yours, mAP@all, no "
@@ -151,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "torchvision's downloader (needs internet); other datasets cannot be "
                        "downloaded automatically: --list-datasets says how to get them")
     where.add_argument("--results-dir", default="results",
-                       help="where cell results, tables and figures go (default: results/)")
+                       help="where cell results, tables and figures go (default: results/); "
+                       "must be a writable folder (it is created if absent)")
     where.add_argument("--device", default=None,
                        help="torch device for deep methods, e.g. cpu, cuda, cuda:1 "
                        "(default: the method's own choice)")
@@ -177,23 +240,36 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"], default=None,
                      help="submitit: force the executor (default: Slurm if available, else "
                      "local processes); 'debug' runs jobs in this process")
-    how.add_argument("--no-progress", action="store_true", help="no progress bars")
+    how.add_argument("--style", choices=["default", "paper"], default="default",
+                     help="figures: default (titles, the preset banner and which offline data "
+                     "fills which paper column) or paper (no banners or titles, (a)/(b)/(c) "
+                     "panel labels, sizes and fonts for a paper column); tables are the same")
+    how.add_argument("--no-progress", action="store_true",
+                     help="no progress bars (they are off anyway when stderr is not a terminal: "
+                     "then one log line per finished cell)")
     how.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
 
 
 # ------------------------------------------------------------------------------ listings
-def list_methods() -> str:
-    """The registry as a table: name, kind, input, variant of, paper."""
+def list_methods(verbose: bool = False) -> str:
+    """The registry as a table: name, kind, input, variant of, paper (and parameters)."""
     try:
         from methods import registry
     except Exception as exc:  # noqa: BLE001
         return f"the methods package is not importable: {type(exc).__name__}: {exc}"
     lines = [f"{'name':14s} {'kind':8s} {'input':9s} {'variant of':12s} paper"]
-    for name, cls in sorted(registry().items(), key=lambda kv: (kv[1].kind != "shallow", kv[0])):
+    train = train_option_names()
+    methods = sorted(registry().items(), key=lambda kv: (kv[1].kind != "shallow", kv[0]))
+    for name, cls in methods:
         lines.append(f"{name:14s} {cls.kind:8s} {cls.input_kind:9s} "
                      f"{getattr(cls, 'variant_of', '') or '-':12s} {getattr(cls, 'paper', '')}")
-    lines.append(f"{len(lines) - 1} methods registered")
+        if verbose:
+            own = sorted(method_params(name) - train)
+            lines.append(f"{'':14s} parameters: {', '.join(own) or '(none)'}")
+    lines.append(f"{len(methods)} methods registered")
+    if verbose:
+        lines.append(f"deep training options (every deep method): {', '.join(sorted(train))}")
     return "\n".join(lines)
 
 
@@ -227,6 +303,12 @@ def list_datasets(data_root: str | None) -> str:
                 for part, n in sizes.items()
             )
         lines.append(f"    split sizes: {sizes}")
+        keys = sorted({c.dataset.key for pr in PRESETS.values()
+                       for c in pr.columns + pr.appendix_columns
+                       if c.dataset is not None and c.dataset.protocol == name})
+        if keys and keys != [name]:
+            lines.append(f"    dataset keys in the presets: {', '.join(keys)} (--datasets takes "
+                         "either)")
         how = d.pop("how_to_get", None)
         if how and not present and str(how) not in looked:
             lines.append(f"    how to get it: {how}")
@@ -236,6 +318,87 @@ def list_datasets(data_root: str | None) -> str:
                    if c.dataset is not None})
     lines.append(f"protocols used by the presets: {', '.join(used)}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ checks
+class UsageError(Exception):
+    """A command-line value that names nothing (reported by argparse's error, exit status 2)."""
+
+
+def _nearest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown(what: str, name: str, valid: list[str]) -> UsageError:
+    return UsageError(f"unknown {what} {name!r}{_nearest(name, valid)}; valid: "
+                      + ", ".join(valid))
+
+
+def check_overrides(overrides: list[tuple[str, Any]], cells: list[Cell]) -> None:
+    """Every ``--set`` key must name a parameter of at least one selected method."""
+    from methods import registry
+
+    names = sorted(registry())
+    train = train_option_names()
+    methods = sorted({c.method for c in cells})
+    for key, _value in overrides:
+        target, _, param = key.rpartition(".")
+        if target:
+            if target not in names:
+                raise _unknown("method in --set", target, names)
+            valid = sorted(method_params(target) | (train if registry()[target].kind == "deep"
+                                                     else set()))
+            if param not in valid:
+                raise UsageError(f"--set {key}: {target} has no parameter {param!r}"
+                                 f"{_nearest(param, valid)}; its parameters: "
+                                 + (", ".join(valid) or "(none)"))
+            continue
+        deep = any(registry()[m].kind == "deep" for m in methods if m in names)
+        valid = sorted(set(train if deep else ()).union(*(method_params(m) for m in methods)))
+        if param not in valid:
+            raise UsageError(f"--set {key}: no selected method has a parameter {param!r}"
+                             f"{_nearest(param, valid)}; valid keys here: {', '.join(valid)} "
+                             "(or METHOD.PARAM)")
+
+
+def check_filters(args: argparse.Namespace, cells: list[Cell], preset: Preset) -> None:
+    """Every name in --methods / --datasets / --bits must name something the run could do."""
+    from methods import registry
+
+    names = sorted(set(registry()) | {c.method for c in cells})
+    for m in args.methods or []:
+        if m not in names:
+            raise _unknown("method", m, names)
+    datasets = sorted({c.dataset.key for c in cells} | {c.dataset.protocol for c in cells}
+                      | {col.paper_key for col in preset.columns + preset.appendix_columns
+                         if col.dataset is not None})
+    for d in args.datasets or []:
+        if d not in datasets:
+            raise _unknown("dataset", d, datasets)
+    bits = sorted({c.bits for c in cells})
+    for b in args.bits or []:
+        if b not in bits:
+            raise UsageError(f"no selected cell has {b} bits; the selected tables and figures "
+                             f"use {', '.join(map(str, bits))}")
+
+
+def check_results_dir(path: str) -> None:
+    """Fail before any work when results cannot be written there (naming the path and why)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--results-dir {p.resolve()} is a file, not a folder")
+    probe_dir = p
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--results-dir {p.resolve()}: {probe_dir} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".hashbench-write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--results-dir {p.resolve()}: cannot write in {probe_dir.resolve()} "
+                         f"({exc.strerror or exc}); choose a writable folder") from None
 
 
 # ------------------------------------------------------------------------------ planning
@@ -248,11 +411,19 @@ def selected_experiments(args: argparse.Namespace) -> list[Experiment]:
 
 
 def plan_cells(exps: list[Experiment], preset: Preset, args: argparse.Namespace) -> list[Cell]:
-    """Cells of the selected experiments, deduplicated, narrowed by the command-line filters."""
+    """Cells of the selected experiments, deduplicated, narrowed by the command-line filters.
+
+    A name in a filter that matches nothing is an error (:class:`UsageError`), and so is a set of
+    filters that together leave no cell.
+    """
     cells: list[Cell] = []
     for exp in exps:
         cells += cells_for(exp, preset, tuple(args.seeds) if args.seeds else None)
     cells = dedupe(cells)
+    check_filters(args, cells, preset)
+    if args.overrides:
+        check_overrides(args.overrides, cells)
+    every = cells
     if args.methods:
         cells = [c for c in cells if c.method in args.methods]
     if args.bits:
@@ -262,6 +433,13 @@ def plan_cells(exps: list[Experiment], preset: Preset, args: argparse.Namespace)
                       preset.columns + preset.appendix_columns if col.dataset is not None}
         wanted = set(args.datasets) | {paper_keys[d] for d in args.datasets if d in paper_keys}
         cells = [c for c in cells if c.dataset.key in wanted or c.dataset.protocol in wanted]
+    if every and not cells:
+        given = " ".join(f"--{flag} {','.join(map(str, getattr(args, flag)))}"
+                         for flag in ("methods", "datasets", "bits") if getattr(args, flag))
+        raise UsageError(f"{given} leave no cell of {', '.join(e.name for e in exps)} "
+                         f"(which has methods {', '.join(sorted({c.method for c in every}))}; "
+                         f"datasets {', '.join(sorted({c.dataset.key for c in every}))}; "
+                         f"bits {', '.join(map(str, sorted({c.bits for c in every})))})")
     return cells
 
 
@@ -308,14 +486,33 @@ def dry_run(cells: list[Cell], preset: Preset, args: argparse.Namespace,
 
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
+    """The command line (also installed as the ``hashbench`` command)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. `--dry-run | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True,
     )
+    logging.captureWarnings(True)  # e.g. a damaged checkpoint's warning goes to the same log
+    from benchmarks.runner.plugins import PluginError, load_plugins
+
+    plugins = tuple(str(Path(p).resolve()) if p.endswith(".py") or Path(p).exists() else p
+                    for p in args.plugin)
+    try:
+        load_plugins(plugins)
+    except PluginError as exc:
+        parser.error(str(exc))
     if args.list_methods:
-        print(list_methods())
+        print(list_methods(args.verbose))
         return 0
     if args.list_datasets:
         print(list_datasets(args.data_root))
@@ -331,22 +528,33 @@ def main(argv: list[str] | None = None) -> int:
         preset = user_preset(preset, ud.spec, ud.name)
         outputs = f"user/{ud.key}"
         log.info("%s", ud.summary())
-    cells = plan_cells(exps, preset, args)
+    preset = replace(preset, overrides=tuple(args.overrides),
+                     extra_methods=_extra_methods(args, exps, preset))
+    try:
+        cells = plan_cells(exps, preset, args)
+    except UsageError as exc:
+        parser.error(str(exc))
     if args.dry_run:
         print(dry_run(cells, preset, args, outputs))
         return 0
+    try:
+        check_results_dir(args.results_dir)
+    except UsageError as exc:
+        parser.error(str(exc))
 
-    from benchmarks.render import render_figure, render_table
+    from benchmarks.render import FIGURE_FILES, missing_inputs, render_figure, render_table
     from benchmarks.runner.cell import RunOptions, eval_ks_for
     from benchmarks.runner.launchers import Summary, make_executor, run_local, run_submitit
     from benchmarks.runner.results import ResultStore
 
+    progress = not args.no_progress and sys.stderr.isatty()
     store = ResultStore(args.results_dir, preset.name, outputs)
     opts = RunOptions(
         results_dir=str(Path(args.results_dir).resolve()), preset=preset.name,
         data_root=args.data_root, device=args.device, force=args.force,
-        progress=not args.no_progress, download=args.download, eval_ks=eval_ks_for(preset),
+        progress=progress, download=args.download, eval_ks=eval_ks_for(preset),
         tsne_per_class=preset.tsne_per_class, tsne_classes=preset.tsne_classes,
+        plugins=plugins,
     )
     t0 = time.perf_counter()
     log.info("preset %s: %d cells for %s", preset.name, len(cells),
@@ -359,12 +567,14 @@ def main(argv: list[str] | None = None) -> int:
                 partition=args.slurm_partition, timeout_min=args.slurm_timeout,
                 gpus=args.slurm_gpus, cpus=args.slurm_cpus,
             )
-            summary = run_submitit(cells, opts, executor, progress=not args.no_progress)
+            summary = run_submitit(cells, opts, executor, progress=progress)
         else:
-            summary = run_local(cells, opts, progress=not args.no_progress)
+            summary = run_local(cells, opts, progress=progress)
 
     seeds = tuple(args.seeds) if args.seeds else None
     written: list[Any] = []
+    render_failed: list[str] = []
+    figure_gaps: list[str] = []
     for exp in exps:
         try:
             if exp.kind == "table":
@@ -372,17 +582,44 @@ def main(argv: list[str] | None = None) -> int:
                 print()
                 print(paths["md"].read_text())
             else:
-                paths = render_figure(exp, preset, store, seeds)
+                paths = render_figure(exp, preset, store, seeds, style=args.style)
+                lacking = missing_inputs(exp, preset, store, seeds)
+                if lacking:
+                    figure_gaps.append(f"{FIGURE_FILES[exp.name]}: {len(lacking)} input"
+                                       f"{'s' * (len(lacking) > 1)} missing: "
+                                       + "; ".join(lacking))
             written += list(paths.values())
-        except Exception:  # one broken renderer must not hide the rest
+        except Exception as exc:  # one broken renderer must not hide the rest
             log.exception("rendering %s failed", exp.name)
+            render_failed.append(f"{exp.name}: {type(exc).__name__}: {exc}")
     for path in written:
         print(f"wrote {path}")
     summary.wall_s = time.perf_counter() - t0
     for line in summary.problems():
         print(line)
+    for path, reason in store.damaged:
+        print(f"  DAMAGED record {path}: {reason} (shown as missing; run without --render-only "
+              "to move it aside and recompute the cell)")
+    for line in figure_gaps:
+        print(f"  FIGURE INCOMPLETE {line}")
+    for line in render_failed:
+        print(f"  RENDERING FAILED {line} (its old output, if any, was left in place)")
     print(summary.line())
-    return 1 if summary.count("failed") else 0
+    return 1 if summary.count("failed") or render_failed or store.damaged else 0
+
+
+def _extra_methods(args: argparse.Namespace, exps: list[Experiment],
+                   preset: Preset) -> tuple[str, ...]:
+    """Registered methods named in --methods that no selected table lists: extra table rows."""
+    if not args.methods:
+        return ()
+    from benchmarks.runner.experiments import table_rows
+    from methods import registry
+
+    listed = {r.method for e in exps for r in table_rows(e, preset)}
+    if not any(e.kind == "table" for e in exps):
+        return ()
+    return tuple(m for m in args.methods if m in registry() and m not in listed)
 
 
 if __name__ == "__main__":

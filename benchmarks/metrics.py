@@ -10,9 +10,11 @@ Conventions (DESIGN.md section 3, METHODS.md sections 3.7-3.8):
   {0,1} matrices (one-hot or multi-hot) or, for convenience, 1-D integer class vectors.
 * AP@K = (1/R_K) sum_{k<=K} P(k) rel(k), R_K = number of relevant items in the top K (HashNet).
   Queries with R_K = 0: ``no_hit="drop"`` leaves them out of the mean (HashNet PyTorch evaluator,
-  the default), ``no_hit="zero"`` counts them as AP 0 (DeepHash-pytorch ``CalcTopMap``, HashNet
-  Caffe evaluator). If every query is dropped the mean is 0.0. ``k=None`` (or k >= database size)
-  means the whole database (mAP@all).
+  the default), ``no_hit="zero"`` counts them as AP 0 (DeepHash-pytorch ``CalcTopMap``),
+  ``no_hit="zero_skip_absent"`` leaves out the queries with no relevant item in the whole database
+  and counts the others as AP 0 (HashNet's Caffe evaluator, ``caffe/models/predict/*/
+  predict_parallel.py``). If every query is left out the mean is 0.0. ``k=None`` (or k >=
+  database size) means the whole database (mAP@all).
 * Tie-aware AP (He et al., CVPR 2018): the expectation of AP@K over uniformly random orders inside
   every tie group (exact, also for a cut-off K, see ``_tie_statistics``), and the tie bounds:
   the largest and smallest AP@K over all orders inside tie groups.
@@ -43,6 +45,7 @@ __all__ = [
     "hamming_distances",
     "map_at_k",
     "pack_codes",
+    "per_query_ap",
     "pr_curve_radius",
     "precision_recall_at_k",
     "precision_within_radius",
@@ -52,7 +55,7 @@ __all__ = [
     "tie_aware_map",
 ]
 
-NO_HIT_RULES = ("drop", "zero")
+NO_HIT_RULES = ("drop", "zero", "zero_skip_absent")
 TIE_RULE = "db_index"
 
 _N_THREADS = max(1, min(4, int(os.environ.get("HASHBENCH_EVAL_THREADS", os.cpu_count() or 1))))
@@ -179,6 +182,14 @@ class _Prepared:
         for w in range(1, len(self.q_lab)):
             out |= (self.q_lab[w][qi] & self.db_lab[w][di]) != 0
         return out
+
+    def has_relevant(self) -> np.ndarray:
+        """Whether each query has at least one relevant item in the whole database (Nq bool):
+        a query shares a label with some item iff it carries a label some item carries."""
+        if self.q_cls is not None:
+            return np.isin(self.q_cls, self.db_cls)
+        db_any = np.bitwise_or.reduce(self.db_lab, axis=1)  # (Wl,) labels present in the db
+        return ((self.q_lab & db_any[:, None]) != 0).any(axis=0)
 
     def rel_block(self, q0: int, q1: int) -> np.ndarray:
         """Relevance of queries q0:q1 to every database item (b x Ndb bool)."""
@@ -425,12 +436,32 @@ def _ap_from_topk(rel: np.ndarray, k: int) -> np.ndarray:
         return np.where(n_hit > 0, s / np.maximum(n_hit, 1), np.nan)
 
 
-def _mean_ap(ap: np.ndarray, no_hit: str) -> float:
+def _apply_no_hit(ap: np.ndarray, no_hit: str, has_rel: np.ndarray | None) -> np.ndarray:
+    """Per-query values as the mean under ``no_hit`` sees them: NaN = left out of the mean.
+
+    ``ap`` is NaN where the top k holds no relevant item. ``"drop"`` keeps those NaN, ``"zero"``
+    makes them 0, ``"zero_skip_absent"`` makes them 0 unless the query has no relevant item in
+    the whole database (``has_rel`` False), which stays NaN.
+    """
     _check_no_hit(no_hit)
+    if no_hit == "drop":
+        return ap
     if no_hit == "zero":
-        return float(np.nan_to_num(ap, nan=0.0).mean())
-    kept = ap[~np.isnan(ap)]
+        return np.nan_to_num(ap, nan=0.0)
+    if has_rel is None:
+        raise ValueError("no_hit='zero_skip_absent' needs to know which queries have a relevant "
+                         "item in the database")
+    return np.where(has_rel, np.nan_to_num(ap, nan=0.0), np.nan)
+
+
+def _mean_kept(vals: np.ndarray) -> float:
+    """Mean of the non-NaN values (0.0 if there are none)."""
+    kept = vals[~np.isnan(vals)]
     return float(kept.mean()) if len(kept) else 0.0
+
+
+def _mean_ap(ap: np.ndarray, no_hit: str, has_rel: np.ndarray | None = None) -> float:
+    return _mean_kept(_apply_no_hit(ap, no_hit, has_rel))
 
 
 # --------------------------------------------------------------------------- public metrics
@@ -453,17 +484,29 @@ def average_precision_at_k(query_codes: Any, db_codes: Any, query_labels: Any, d
     return _run(prep, ap_at=(kk,)).ap[kk]
 
 
+def per_query_ap(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
+                 k: int | None = None, no_hit: str = "drop") -> np.ndarray:
+    """Per-query AP@k as :func:`map_at_k` averages it under ``no_hit``: NaN for a query the rule
+    leaves out of the mean, 0.0 for one it counts as AP 0. ``map_at_k`` is the mean of the
+    non-NaN entries (0.0 if there are none)."""
+    _check_no_hit(no_hit)
+    prep = _prepare(query_codes, db_codes, query_labels, db_labels)
+    kk = _check_k(k, prep.n_db)
+    has_rel = prep.has_relevant() if no_hit == "zero_skip_absent" else None
+    return _apply_no_hit(_run(prep, ap_at=(kk,)).ap[kk], no_hit, has_rel)
+
+
 def map_at_k(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
              k: int | None = None, no_hit: str = "drop") -> float:
     """mAP@k (k=None: whole database) under the db_index tie rule.
 
-    ``no_hit="drop"``: queries without a relevant item in the top k are left out of the mean
-    (HashNet PyTorch); ``"zero"``: they count as AP 0 (DeepHash-pytorch, HashNet Caffe).
-    Returns 0.0 if every query is dropped.
+    Queries without a relevant item in the top k: ``no_hit="drop"`` leaves them out of the mean
+    (HashNet PyTorch); ``"zero"`` counts them as AP 0 (DeepHash-pytorch ``CalcTopMap``);
+    ``"zero_skip_absent"`` counts them as AP 0 but leaves out the queries with no relevant item
+    in the whole database (HashNet Caffe ``predict_parallel.py``). Returns 0.0 if every query is
+    left out.
     """
-    _check_no_hit(no_hit)
-    return _mean_ap(average_precision_at_k(query_codes, db_codes, query_labels, db_labels, k),
-                    no_hit)
+    return _mean_kept(per_query_ap(query_codes, db_codes, query_labels, db_labels, k, no_hit))
 
 
 def _hsum(n: int) -> np.ndarray:
@@ -559,22 +602,30 @@ def tie_aware_average_precision(query_codes: Any, db_codes: Any, query_labels: A
     ``optimistic`` / ``pessimistic`` (max / min over those orders). NaN where no order puts a
     relevant item in the top k. With k=None this is He et al.'s tie-aware AP over the full ranking.
     """
-    prep = _prepare(query_codes, db_codes, query_labels, db_labels)
+    return _tie_aware(_prepare(query_codes, db_codes, query_labels, db_labels), k)[0]
+
+
+def _tie_aware(prep: _Prepared, k: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-query tie-aware AP@k (expected, optimistic, pessimistic) and whether each query has
+    a relevant item in the database."""
     kk = _check_k(k, prep.n_db)
     o = _run(prep, want_hist=True)
     st = _tie_stats_blocked(o.hist, o.hist_rel, kk, prep.n_db)
-    return {key: st[key] for key in ("expected", "optimistic", "pessimistic")}
+    return ({key: st[key] for key in ("expected", "optimistic", "pessimistic")},
+            o.hist_rel.sum(1) > 0)
 
 
 def tie_aware_map(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
                   k: int | None = None, no_hit: str = "drop") -> dict[str, float]:
     """Means of :func:`tie_aware_average_precision` (keys expected, optimistic, pessimistic).
 
-    ``no_hit="drop"`` leaves out queries where no tie order puts a relevant item in the top k.
+    ``no_hit="drop"`` leaves out queries where no tie order puts a relevant item in the top k;
+    ``"zero"`` counts them as 0; ``"zero_skip_absent"`` counts them as 0 unless the query has no
+    relevant item in the whole database, which is left out.
     """
     _check_no_hit(no_hit)
-    per_q = tie_aware_average_precision(query_codes, db_codes, query_labels, db_labels, k)
-    return {key: _mean_ap(v, no_hit) for key, v in per_q.items()}
+    per_q, has_rel = _tie_aware(_prepare(query_codes, db_codes, query_labels, db_labels), k)
+    return {key: _mean_ap(v, no_hit, has_rel) for key, v in per_q.items()}
 
 
 def _pr_from_hist(hist: np.ndarray, hist_rel: np.ndarray) -> dict[str, list]:
@@ -662,6 +713,7 @@ def evaluate(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
     kl = _check_ks(precision_at, prep.n_db) if precision_at else []
     o = _run(prep, ap_at=[kk] + ([prep.n_db] if map_all else []), hits_at=kl, want_hist=True)
     total_rel = o.hist_rel.sum(1)
+    has_rel = total_rel > 0
     ap_k = o.ap[kk]
     tie_k = _tie_stats_blocked(o.hist, o.hist_rel, kk, prep.n_db)
     tie_all = _tie_stats_blocked(o.hist, o.hist_rel, prep.n_db, prep.n_db)
@@ -675,16 +727,16 @@ def evaluate(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
         "n_queries_no_hit_at_k": int(np.isnan(ap_k).sum()),
         "n_queries_tie_dependent_hit_at_k": int(tie_k["tie_dependent_hit"].sum()),
         "n_queries_no_relevant": int((total_rel == 0).sum()),
-        "map_at_k": _mean_ap(ap_k, no_hit),
-        "tie_aware_map_at_k": _mean_ap(tie_k["expected"], no_hit),
-        "map_at_k_optimistic": _mean_ap(tie_k["optimistic"], no_hit),
-        "map_at_k_pessimistic": _mean_ap(tie_k["pessimistic"], no_hit),
-        "tie_aware_map": _mean_ap(tie_all["expected"], no_hit),
-        "map_optimistic": _mean_ap(tie_all["optimistic"], no_hit),
-        "map_pessimistic": _mean_ap(tie_all["pessimistic"], no_hit),
+        "map_at_k": _mean_ap(ap_k, no_hit, has_rel),
+        "tie_aware_map_at_k": _mean_ap(tie_k["expected"], no_hit, has_rel),
+        "map_at_k_optimistic": _mean_ap(tie_k["optimistic"], no_hit, has_rel),
+        "map_at_k_pessimistic": _mean_ap(tie_k["pessimistic"], no_hit, has_rel),
+        "tie_aware_map": _mean_ap(tie_all["expected"], no_hit, has_rel),
+        "map_optimistic": _mean_ap(tie_all["optimistic"], no_hit, has_rel),
+        "map_pessimistic": _mean_ap(tie_all["pessimistic"], no_hit, has_rel),
     }
     if map_all:
-        res["map"] = _mean_ap(o.ap[prep.n_db], no_hit)
+        res["map"] = _mean_ap(o.ap[prep.n_db], no_hit, has_rel)
     r = min(radius, prep.n_bits)
     ret, ret_rel = o.hist[:, :r + 1].sum(1), o.hist_rel[:, :r + 1].sum(1)
     res["precision_radius2" if radius == 2 else f"precision_radius{radius}"] = float(

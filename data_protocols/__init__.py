@@ -5,6 +5,7 @@
 whose hash is recorded in every result. Protocols and sizes: ``data_protocols/README.md``.
 """
 
+from data_protocols import unseen  # noqa: F401 — registers cifar10_unseen, mirflickr25k_unseen
 from data_protocols.core import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_ROOT,

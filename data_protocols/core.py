@@ -75,6 +75,32 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded (truncated, corrupt, not an image): names the file."""
+
+
+def open_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Any:
+    """Decode one image file as an RGB PIL image (resized to ``size`` = (W, H) when given).
+
+    A truncated or corrupt file raises :class:`ImageReadError` naming it, instead of PIL's bare
+    ``OSError: Truncated File Read``.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != tuple(size):
+                im = im.resize(tuple(size), Image.BILINEAR)
+            return im
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"image {path} cannot be decoded ({type(exc).__name__}: {exc}): a "
+                             "truncated or corrupt file? Replace it or leave it out of the "
+                             "dataset") from None
+
+
 class ImageSet(Sequence):
     """A lazy, indexable collection of images; ``ims[i]`` is an RGB ``PIL.Image``.
 
@@ -124,8 +150,7 @@ class ImageSet(Sequence):
             if a.ndim == 3 and a.shape[2] == 1:
                 a = a[:, :, 0]
             return Image.fromarray(a).convert("RGB")
-        with Image.open(self._paths[j]) as im:
-            return im.convert("RGB")
+        return open_rgb(self._paths[j])
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         """The images at ``indices`` (positions in this set), without decoding anything."""

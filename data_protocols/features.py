@@ -77,6 +77,8 @@ class Backbone:
     make: Callable[[Path | None], Callable[[list], np.ndarray]]
     find_weights: Callable[[str | os.PathLike | None], Path | None]
     batch_size: int = 64
+    #: file names the weights may have, looked for under ``<data root>/weights/`` first
+    weight_files: Callable[[], list[str]] | None = None
 
 
 BACKBONES: dict[str, Backbone] = {}
@@ -192,7 +194,8 @@ def _tv_make(name: str) -> Callable[[Path | None], Callable[[list], np.ndarray]]
 for _n in _TV:
     register_backbone(Backbone(
         name=_n, description=f"torchvision {_n}, ImageNet weights, {_TV[_n][2]}",
-        transform=_TV_TRANSFORM, make=_tv_make(_n), find_weights=_tv_find(_n), batch_size=32))
+        transform=_TV_TRANSFORM, make=_tv_make(_n), find_weights=_tv_find(_n), batch_size=32,
+        weight_files=lambda n=_n: list(dict.fromkeys(c.name for c in _tv_candidates(n)))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +250,8 @@ register_backbone(Backbone(
     name="mobilenet_tflite",
     description="MobileNet-v1 1.0 224 quantised ImageNet embedder (TFLite, 1024-d)",
     transform="RGB resize 224x224 bilinear, uint8; output dequantised",
-    make=_tflite_make, find_weights=_tflite_find, batch_size=64))
+    make=_tflite_make, find_weights=_tflite_find, batch_size=64,
+    weight_files=lambda: [MOBILENET_TFLITE_FILE]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,18 +277,31 @@ def extract_features(
     batch_size: int | None = None,
     progress: bool = True,
     rebuild: bool = False,
+    data_root: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Run ``backbone`` over every image once and cache the ``N x D`` float32 result.
 
     The cache key is (dataset_key, backbone, weights file SHA-256, transform, number of images);
     ``dataset_key`` must identify the image collection and its order (the protocols use e.g.
     ``cifar10-jpg``). A cache file that is absent, partial, corrupt or built under another key
-    is rebuilt. Returns the features in the order of ``images``.
+    is rebuilt. Returns the features in the order of ``images``. Without ``weights``, the
+    weights are looked for under ``<data_root>/weights/`` first (the ``--data-root`` a user gave),
+    then in the backbone's usual places.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; available: {list_backbones()}")
     bb = BACKBONES[backbone]
-    wpath = bb.find_weights(weights)
+    looked: list[Path] = []
+    if weights is None and data_root is not None and bb.weight_files is not None:
+        looked = [Path(data_root).expanduser() / "weights" / f for f in bb.weight_files()]
+        weights = next((c for c in looked if c.is_file()), None)
+    try:
+        wpath = bb.find_weights(weights)
+    except WeightsNotFoundError as exc:
+        if not looked:
+            raise
+        raise WeightsNotFoundError(f"{exc} (also looked in the data root: "
+                                   f"{', '.join(map(str, looked))})") from None
     cache = Path(cache_dir) if cache_dir is not None else DEFAULT_FEATURE_CACHE
     key = {"dataset": dataset_key, "backbone": backbone, "transform": bb.transform,
            "weights_sha256": _file_sha256(wpath) if wpath is not None else None,

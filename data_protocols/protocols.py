@@ -159,7 +159,7 @@ class Protocol:
                 from data_protocols.features import BACKBONES, extract_features
 
                 features = extract_features(images, backbone, cache / "features", b.dataset_key,
-                                            weights=weights, progress=progress)
+                                            weights=weights, progress=progress, data_root=root)
                 backbone_info = ("raw pixels" if backbone == "raw"
                                  else f"{backbone}: {BACKBONES[backbone].description}")
             images = None
@@ -925,12 +925,7 @@ class NpzProtocol(_UserProtocol):
 
     def _build(self, root, rng, opts, *, input_kind, cache, progress):
         where = self._locate(root, opts)
-        with np.load(where, allow_pickle=False) as z:
-            if "labels" not in z:
-                raise KeyError(f"{where} has no 'labels' array (found {list(z.keys())})")
-            lab = np.asarray(z["labels"])
-            feats = np.asarray(z["features"], dtype=np.float32) if "features" in z else None
-            imgs = np.asarray(z["images"]) if "images" in z else None
+        lab, feats, imgs = rd.read_npz(where)
         if lab.ndim == 1:
             if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0:
                 raise ValueError(f"{where}: 1-D 'labels' must be non-negative int class ids")
@@ -967,11 +962,22 @@ class NpzProtocol(_UserProtocol):
 # registry
 # ============================================================================================
 
+# imported here, after the classes it subclasses are defined (unseen.py imports this module)
+
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p for p in (Cifar10(), MIRFlickr25K(), FashionMNIST(), Digits(), Cifar10Mosaic(),
                         ImageNet100(), Coco(), NusWide21(), FolderProtocol(), CsvProtocol(),
                         NpzProtocol())
 }
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Add a protocol to :data:`PROTOCOLS` (modules built on this one register theirs, e.g.
+    :mod:`data_protocols.unseen`, imported by the package)."""
+    if protocol.name in PROTOCOLS:
+        raise ValueError(f"protocol {protocol.name!r} is already registered")
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
 
 
 def list_protocols() -> list[str]:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from data_protocols.core import (
     DatasetNotFoundError,
     load_cached_array,
+    open_rgb,
     save_cached_array,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "read_image_folder",
     "read_list_file",
     "read_mat_array",
+    "read_npz",
     "resolve_image_paths",
 ]
 
@@ -212,7 +214,6 @@ def decode_images(paths: list[str], size: tuple[int, int] | None, cache_file: Pa
     """Decode image files into one uint8 ``N x H x W x 3`` array (resized to ``size`` = (W, H)
     when given, else all images must share a size), cached as ``.npy`` with a checksum sidecar so
     the decoding happens once."""
-    from PIL import Image
 
     if cache_file is not None:
         arr = load_cached_array(cache_file, key)
@@ -222,11 +223,7 @@ def decode_images(paths: list[str], size: tuple[int, int] | None, cache_file: Pa
     out = None
     for i, p in enumerate(tqdm(paths, desc=f"decoding {len(paths)} images", disable=not progress,
                                unit="img", mininterval=1.0)):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != tuple(size):
-                im = im.resize(tuple(size), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
+        a = np.asarray(open_rgb(p, size), dtype=np.uint8)
         if out is None:
             first = a.shape
             out = np.empty((len(paths),) + a.shape, dtype=np.uint8)
@@ -306,24 +303,90 @@ def read_image_folder(root: Path) -> tuple[list[str], np.ndarray, list[str]]:
 def read_image_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     """A CSV of ``path,labels`` rows (header optional; the first row is a header when its first
     cell is ``path``). ``labels`` holds one or more label names separated by ``|`` or ``;`` (an
-    empty cell = no label). Relative image paths are relative to the CSV's folder.
-    Returns (absolute paths, label-name lists)."""
+    empty cell = no label). Relative image paths are relative to the CSV's folder. A UTF-8 byte
+    order mark (Excel's "CSV UTF-8") is accepted; a binary file, a short row or an empty path cell
+    is a ValueError naming the file and line. Returns (absolute paths, label-name lists)."""
     if not path.is_file():
         raise DatasetNotFoundError(f"CSV file {path} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        raise ValueError(f"{path} is a zip archive (an .npz?), not a CSV of 'path,labels' rows")
     paths, names = [], []
-    with open(path, newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and row[0].strip().lower() in ("path", "file", "image", "filename"):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {lineno}: expected 'path,labels', got {row}")
-            p = row[0].strip()
-            cell = "|".join(row[1:]).replace(";", "|")
-            labs = [t.strip() for t in cell.split("|") if t.strip()]
-            paths.append(p if os.path.isabs(p) else str(path.parent / p))
-            names.append(labs)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        lineno = 0
+        try:
+            for lineno, row in enumerate(csv.reader(fh), 1):
+                if not row or not "".join(row).strip():
+                    continue
+                if lineno == 1 and row[0].strip().lower() in ("path", "file", "image", "filename"):
+                    continue
+                if len(row) < 2:
+                    raise ValueError(f"{path}, line {lineno}: expected 'path,labels', got {row}")
+                p = row[0].strip()
+                if not p:
+                    raise ValueError(f"{path}, line {lineno}: the path cell is empty ({row})")
+                cell = "|".join(row[1:]).replace(";", "|")
+                labs = [t.strip() for t in cell.split("|") if t.strip()]
+                paths.append(p if os.path.isabs(p) else str(path.parent / p))
+                names.append(labs)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}, line {lineno + 1}: not UTF-8 text ({exc.reason}); is it "
+                             "a CSV file?") from None
     if not paths:
         raise ValueError(f"CSV file {path} has no rows")
     return paths, names
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Read a user's ``.npz``: (``labels``, ``features`` float32 or None, ``images`` or None).
+
+    Every problem is a ValueError (KeyError for a missing array) naming the file, the array and,
+    for non-finite features, the first bad row *as numbered in the file* (0-based): not a zip,
+    object or string arrays, features that are not N x D numbers, NaN or inf features.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        raise ValueError(f"{path} is not an .npz file (a zip of .npy arrays written by np.savez); "
+                         f"it starts with bytes {head!r}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 — a damaged zip
+        raise ValueError(f"{path} is not a readable .npz: {type(exc).__name__}: {exc}") from None
+    with z:
+        keys = list(z.keys())
+        if "labels" not in keys:
+            raise KeyError(f"{path} has no 'labels' array (found {keys})")
+        if "features" not in keys and "images" not in keys:
+            raise KeyError(f"{path} has neither 'features' nor 'images' (found {keys})")
+        arrays = {}
+        for name in ("labels", "features", "images"):
+            if name not in keys:
+                continue
+            try:
+                arrays[name] = np.asarray(z[name])
+            except ValueError as exc:  # object arrays refuse to load without pickle
+                raise ValueError(f"{path}: array '{name}' holds Python objects ({exc}); save "
+                                 f"numbers, e.g. np.savez(path, {name}=np.asarray(x, "
+                                 f"dtype=np.float32))") from None
+            except Exception as exc:  # noqa: BLE001 — a truncated member
+                raise ValueError(f"{path}: array '{name}' cannot be read: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    for name, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array '{name}' has dtype {a.dtype}, not numbers")
+    feats = arrays.get("features")
+    if feats is not None:
+        if feats.ndim != 2:
+            raise ValueError(f"{path}: 'features' must be N x D, got shape {feats.shape}")
+        feats = feats.astype(np.float32)
+        bad = ~np.isfinite(feats)
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"{path}: 'features' row {row}, column {col} (0-based, as in the "
+                             f"file) is {feats[row, col]}; {int(bad.any(1).sum())} rows hold "
+                             "NaN or inf: clean them before hashing")
+    return arrays["labels"], feats, arrays.get("images")

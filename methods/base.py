@@ -139,6 +139,9 @@ class HashMethod(abc.ABC):
     variant_defaults: ClassVar[dict[str, Any]] = {}
     #: cheap settings for the generic contract tests (e.g. few epochs); merged into the defaults
     test_params: ClassVar[dict[str, Any]] = {}
+    #: what a tuner may change: constructor parameter -> dimension (:mod:`methods.search`);
+    #: empty by default (nothing to tune); checked by ``methods.search.validate_search_space``
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_bits: int = 48, seed: int = 0) -> None:
         self.n_bits = n_bits

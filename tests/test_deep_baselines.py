@@ -30,6 +30,7 @@ from methods.deep.dnnh import (
 from methods.deep.dsh import DSH, dsh_loss
 from methods.deep.hashnet import (
     HashNet,
+    continuous_similarity_factor,
     hashnet_beta,
     hashnet_loss,
     hashnet_pair_weights,
@@ -222,7 +223,7 @@ def test_hashnet_pair_weights_batch_and_fixed():
 
 
 @LABELS
-@pytest.mark.parametrize("weighting", ["batch", "fixed"])
+@pytest.mark.parametrize("weighting", ["batch", "batch_mean", "fixed"])
 def test_hashnet_loss_matches_loops(rows, weighting):
     z = outputs(6)
     beta, alpha_s, class_num = 1.7, 10.0 / K, 3.0
@@ -236,14 +237,79 @@ def test_hashnet_loss_matches_loops(rows, weighting):
     num = den = 0.0
     for i, j in pairs:
         s = 1.0 if similar(rows, i, j) else 0.0
-        if weighting == "batch":
+        if weighting in ("batch", "batch_mean"):
             w = n_all / n_sim if s else n_all / (n_all - n_sim)
         else:
             w = class_num if s else 1.0
         x = alpha_s * sum(a * b for a, b in zip(h[i], h[j]))
         num += w * (math.log(1.0 + math.exp(x)) - s * x)
         den += w
+    # "batch" divides by the number of pairs (official pairwise_loss_updated), the others by sum w
+    expected = num / n_all if weighting == "batch" else num / den
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def _official_pairwise_loss_updated(xs: list[float], ss: list[float]) -> float:
+    """Loop transcription of thuml/HashNet pytorch/src/loss.py ``pairwise_loss_updated``
+    (@85387b8) over a list of pairs: stable ``log(1 + e^-|x|) + max(x, 0) - s x``, similar pairs
+    weighted ``S / S1``, dissimilar ``S / S0``, the sum divided by ``S``."""
+    n_all = len(xs)
+    n_sim = sum(1 for s in ss if s > 0)
+    total = 0.0
+    for x, s in zip(xs, ss):
+        loss = math.log(1.0 + math.exp(-abs(x))) + max(x, 0.0) - s * x
+        total += loss * (n_all / n_sim if s > 0 else n_all / (n_all - n_sim))
+    return total / n_all
+
+
+@LABELS
+def test_hashnet_default_weighting_equals_official_pairwise_loss_updated(rows):
+    z = outputs(21)
+    method = make(HashNet, n_bits=K)
+    assert method.pair_weighting == "batch" and method.continuous_similarity is False
+    got = method.loss_terms(None, z, labels_of(rows), step(0))["pairwise"]
+    h = [[math.tanh(v) for v in r] for r in z.tolist()]  # beta = 1 at iteration 0
+    pairs = [(i, j) for i in range(B) for j in range(i + 1, B)]
+    xs = [10.0 / K * sum(a * b for a, b in zip(h[i], h[j])) for i, j in pairs]
+    ss = [1.0 if similar(rows, i, j) else 0.0 for i, j in pairs]
+    official = _official_pairwise_loss_updated(xs, ss)
+    assert got.item() == pytest.approx(official, rel=1e-12)
+    half = make(HashNet, n_bits=K, pair_weighting="batch_mean").loss_terms(
+        None, z, labels_of(rows), step(0))["pairwise"]
+    assert half.item() == pytest.approx(official / 2, rel=1e-12)  # both kinds of pair occur
+
+
+def test_hashnet_continuous_similarity_matches_caffe_factor_loops():
+    z, y = outputs(22), labels_of(MULTI)
+    beta, alpha_s, class_num = 1.3, 10.0 / K, 5.0
+    got = hashnet_loss(z, y, beta=beta, alpha_s=alpha_s, pair_weighting="fixed",
+                       class_num=class_num, continuous_similarity=True)
+    h = [[math.tanh(beta * v) for v in r] for r in z.tolist()]
+    num = den = 0.0
+    for i in range(B):
+        for j in range(i + 1, B):
+            dot = sum(a * b for a, b in zip(MULTI[i], MULTI[j]))
+            # pairwise_loss_layer.cu: sim = dot^2 / (|y_i|^2 |y_j|^2), 0 -> 0.25; gradient x 4 sim
+            c = dot**2 / (sum(MULTI[i]) * sum(MULTI[j])) if dot else 0.25
+            s = 1.0 if dot else 0.0
+            w = class_num if s else 1.0
+            x = alpha_s * sum(a * b for a, b in zip(h[i], h[j]))
+            num += 4 * c * w * (math.log(1.0 + math.exp(x)) - s * x)
+            den += w  # the layer's count does not include the factor
     assert got.item() == pytest.approx(num / den, rel=1e-12)
+    # single-label data: similar pairs x4, dissimilar pairs x1
+    f = continuous_similarity_factor(labels_of(SINGLE))
+    assert f[0, 1].item() == 4.0 and f[0, 2].item() == 1.0
+    with pytest.raises(TypeError, match="continuous_similarity"):
+        make(HashNet, n_bits=K, continuous_similarity="yes").build_head(4, 3)
+
+
+def test_softmax_ce_has_no_classifier_bias_by_default():
+    for name in ("softmax_ce", "softmax_kt"):
+        head = get_method(name)(n_bits=K).build_head(7, 3)
+        assert head.classifier.bias is None, name
+    assert get_method("softmax_ce")(classifier_bias=True).build_head(7, 3).classifier.bias is not None
+    assert get_method("max_margin")(n_bits=K).build_head(7, 3).classifier.bias is not None
 
 
 def test_hashnet_guard_replaces_softplus_by_x_beyond_threshold():
@@ -428,16 +494,26 @@ def test_ssdh_e1_terms_match_loops():
         make(SSDH, n_bits=K, classification="softmax").loss_terms(head, u, labels_of(MULTI), step())
 
 
-def test_ssdh_e2_e3_paper_and_caffe_forms():
+def test_ssdh_e2_e3_paper_caffe_head_and_pre_46ccfc8_forms():
     h = torch.sigmoid(outputs(11))
     x = h.tolist()
     sq_dev = sum((v - 0.5) ** 2 for r in x for v in r)
     assert ssdh_e2(h, "paper").item() == pytest.approx(-sq_dev / K / B, rel=1e-12)
-    assert ssdh_e2(h, "caffe").item() == pytest.approx(-sq_dev / (2 * B * B * K), rel=1e-12)
+    # HEAD K1 layer: loss = -sum (h - 0.5)^2 / (2 count), count = B K entries
+    assert ssdh_e2(h, "caffe").item() == pytest.approx(-sq_dev / (2 * B * K), rel=1e-12)
+    assert ssdh_e2(h, "caffe_pre_46ccfc8").item() == pytest.approx(
+        -sq_dev / (2 * B * B * K), rel=1e-12
+    )
     per_sample = sum((sum(r) / K - 0.5) ** 2 for r in x) / B
     assert ssdh_e3(h, "paper").item() == pytest.approx(per_sample, rel=1e-12)
+    # HEAD: AVE pooling over the K bits (one value per sample), then K2: sum / (2 count), count = B
+    pooled = [sum(r) / K for r in x]
+    head_e3 = sum((m - 0.5) ** 2 for m in pooled) / (2 * B)
+    assert ssdh_e3(h, "caffe").item() == pytest.approx(head_e3, rel=1e-12)
     batch_mean = sum(v for r in x for v in r) / (B * K)
-    assert ssdh_e3(h, "caffe").item() == pytest.approx((batch_mean - 0.5) ** 2 / (2 * B), rel=1e-12)
+    assert ssdh_e3(h, "caffe_pre_46ccfc8").item() == pytest.approx(
+        (batch_mean - 0.5) ** 2 / (2 * B), rel=1e-12
+    )
 
 
 def test_ssdh_codes_equal_sigmoid_threshold():

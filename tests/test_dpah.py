@@ -426,3 +426,39 @@ def test_printed_eq6_scale_collapses_and_default_does_not():
     codes = default.encode(X)
     assert len(np.unique(codes, axis=0)) > 100
     assert map_at_k(codes, codes, Y, Y) > 0.5
+
+
+# ---------------------------------------------------------------------- center_lr_mult (issue 11)
+def test_center_lr_mult_scales_only_the_centers_group():
+    m = DPAH(n_bits=8, lr=0.01, hash_lr_mult=3.0, center_lr_mult=7.0)
+    backbone = torch.nn.Linear(5, 6)
+    head = m.build_head(6, 4)
+    groups = m.param_groups(backbone, head)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(head.center_weight)]["lr"] == pytest.approx(0.01 * 3.0 * 7.0)
+    assert by_param[id(head.hash.weight)]["lr"] == pytest.approx(0.01 * 3.0)
+    assert by_param[id(backbone.weight)]["lr"] == pytest.approx(0.01)
+    assert DPAH().center_lr_mult == 1.0  # the paper's single rate
+    with pytest.raises(ValueError, match="center_lr_mult"):
+        DPAH(center_lr_mult=0.0).build_head(6, 4)
+
+
+def test_center_shift_report_on_a_tiny_run():
+    x, y = _toy()
+    opts = {"n_bits": 8, "backbone": "mlp", "mlp_hidden": 32, "epochs": 3, "batch_size": 32,
+            "progress": False, "lr": 0.05}
+    with pytest.raises(Exception, match="not fitted"):
+        DPAH(**opts).center_shift_report()
+    slow = DPAH(**opts).fit(x, y)
+    report = slow.center_shift_report()
+    assert set(report) == {"mean_abs_change", "max_abs_change", "sign_flip_fraction"}
+    change = np.abs(slow.centers() - slow.initial_centers_)
+    assert report["mean_abs_change"] == pytest.approx(float(change.mean()))
+    assert report["max_abs_change"] == pytest.approx(float(change.max()))
+    assert 0 < report["mean_abs_change"] <= report["max_abs_change"]
+    flips = np.mean((slow.centers() >= 0.5) != (slow.initial_centers_ >= 0.5))
+    assert report["sign_flip_fraction"] == pytest.approx(float(flips))
+    # the same run (same seed, same initial centers) with centers learning 100x faster moves them more
+    fast = DPAH(center_lr_mult=100.0, **opts).fit(x, y)
+    np.testing.assert_array_equal(fast.initial_centers_, slow.initial_centers_)
+    assert fast.center_shift_report()["mean_abs_change"] > 5 * report["mean_abs_change"]

@@ -334,3 +334,129 @@ def test_bad_input_rejected(mutate, match):
     args = mutate({"query_codes": q, "db_codes": db, "query_labels": ql, "db_labels": dbl})
     with pytest.raises(ValueError, match=match):
         M.map_at_k(**args)
+
+
+# --------------------------------------------------------------------------- legacy evaluators
+
+
+def hashnet_caffe_map(q, db, ql, dbl, R):
+    """Loop transcription of HashNet's Caffe evaluator (``caffe/models/predict/nuswide_81/
+    predict_parallel.py``, ``mean_average_precision``) with its sort made stable.
+
+    Codes there are +-1 (np.sign of the outputs) and the ranking is argsort of -<db, q>; a query
+    whose labels meet no database item is skipped; one with no relevant item in the top R
+    counts AP 0 (its sum is divided by 1).
+    """
+    qs, dbs = 2.0 * q - 1, 2.0 * db - 1
+    sim = dbs @ qs.T
+    ids = np.argsort(-sim, axis=0, kind="stable")
+    ground_truth = np.sum(dbl @ ql.T, axis=0)
+    qlab = ql.astype(int).copy()
+    qlab[qlab == 0] = -1
+    aps = []
+    for i in range(len(q)):
+        if ground_truth[i] > 0:
+            idx = ids[:, i]
+            imatch = np.sum(dbl[idx[:R], :] == qlab[i], axis=1) > 0
+            n_rel = np.sum(imatch)
+            px = np.cumsum(imatch) / np.arange(1, R + 1)
+            aps.append(np.sum(px * imatch) / (n_rel if n_rel != 0 else 1))
+    return float(np.mean(aps))
+
+
+def absent_classes_case(seed, multi, n_bits=8, flip=None):
+    """Queries of 10 classes, a database holding only classes 0-4 (5 query classes absent).
+
+    Codes are random (8 bits: many ties) or, with ``flip``, each class's random prototype with
+    every bit flipped with probability ``flip`` (codes that retrieve well)."""
+    rng = np.random.default_rng(seed)
+    qy, dby = rng.integers(0, 10, 60), rng.integers(0, 5, 400)
+    if flip is None:
+        q = rng.integers(0, 2, (60, n_bits), dtype=np.uint8)
+        db = rng.integers(0, 2, (400, n_bits), dtype=np.uint8)
+    else:
+        proto = rng.integers(0, 2, (10, n_bits), dtype=np.uint8)
+        q = proto[qy] ^ (rng.random((60, n_bits)) < flip).astype(np.uint8)
+        db = proto[dby] ^ (rng.random((400, n_bits)) < flip).astype(np.uint8)
+    ql, dbl = np.eye(10, dtype=np.uint8)[qy], np.eye(10, dtype=np.uint8)[dby]
+    if multi:  # extra labels stay on each item's side of 0-4 / 5-9: queries 5-9 still meet none
+        side = (np.arange(10)[None, :] >= 5) == (qy >= 5)[:, None]
+        ql |= ((rng.random(ql.shape) < 0.15) & side).astype(np.uint8)
+        dbl |= ((rng.random(dbl.shape) < 0.15) & (np.arange(10) < 5)).astype(np.uint8)
+    return q, db, ql, dbl
+
+
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("k", [3, 20, None])
+def test_zero_skip_absent_is_hashnet_caffe(multi, k):
+    q, db, ql, dbl = absent_classes_case(3, multi)
+    absent = ~((ql.astype(int) @ dbl.T.astype(int)) > 0).any(1)
+    assert 10 < absent.sum() < 60  # some queries have no relevant item anywhere
+    R = len(db) if k is None else k
+    want = hashnet_caffe_map(q, db, ql, dbl, R)
+    got = M.map_at_k(q, db, ql, dbl, k, no_hit="zero_skip_absent")
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
+    # neither older rule gives it: "zero" also averages the absent queries' zeros, "drop" leaves
+    # out the present queries with no hit in the top k as well
+    zero = M.map_at_k(q, db, ql, dbl, k, no_hit="zero")
+    assert zero == pytest.approx(want * (~absent).sum() / len(q), rel=1e-12)
+    assert abs(zero - want) > 0.05
+    if k == 3:
+        assert abs(M.map_at_k(q, db, ql, dbl, k, no_hit="drop") - want) > 0.01
+    res = M.evaluate(q, db, ql, dbl, k=k, no_hit="zero_skip_absent")
+    assert res["map_at_k"] == got and res["no_hit"] == "zero_skip_absent"
+    assert res["n_queries_no_relevant"] == absent.sum()
+    assert res["map"] == pytest.approx(hashnet_caffe_map(q, db, ql, dbl, len(db)), rel=1e-12)
+    per_q = M.per_query_ap(q, db, ql, dbl, k, no_hit="zero_skip_absent")
+    np.testing.assert_array_equal(np.isnan(per_q), absent)
+    # the tie bounds keep bracketing the db_index value under the new rule
+    t = M.tie_aware_map(q, db, ql, dbl, k, no_hit="zero_skip_absent")
+    assert t["pessimistic"] - 1e-12 <= got <= t["optimistic"] + 1e-12
+
+
+@pytest.mark.parametrize("no_hit", M.NO_HIT_RULES)
+def test_per_query_ap_is_what_map_at_k_averages(no_hit):
+    q, db, ql, dbl = absent_classes_case(4, True)
+    v = M.per_query_ap(q, db, ql, dbl, 5, no_hit=no_hit)
+    assert M.map_at_k(q, db, ql, dbl, 5, no_hit=no_hit) == pytest.approx(np.nanmean(v), rel=1e-14)
+    raw = M.average_precision_at_k(q, db, ql, dbl, 5)
+    ok = ~np.isnan(raw)
+    np.testing.assert_array_equal(v[ok], raw[ok])  # the rule only touches no-hit queries
+
+
+def deephash_pr_at(q, db, ql, dbl, topk, ks):
+    """Precision@k / recall@k of DeepHash-pytorch ``CalcTopMapWithPR`` (utils/tools.py, its sort
+    made stable): queries with no relevant item in the top ``topk`` are skipped (their rows stay
+    0 and ``recall[:, -1] == 1`` keeps only the others), then P and R are averaged."""
+    qs, dbs = 2.0 * q - 1, 2.0 * db - 1
+    prec, rec = [], []
+    for i in range(len(q)):
+        gnd = (ql[i].astype(float) @ dbl.T.astype(float)) > 0
+        hamm = 0.5 * (q.shape[1] - qs[i] @ dbs.T)
+        gnd = gnd[np.argsort(hamm, kind="stable")]
+        if gnd[:topk].sum() == 0:
+            continue
+        cum = np.cumsum(gnd)
+        prec.append(cum / np.arange(1, len(db) + 1))
+        rec.append(cum / gnd.sum())
+    prec, rec = np.mean(prec, 0), np.mean(rec, 0)
+    return [prec[a - 1] for a in ks], [rec[a - 1] for a in ks]
+
+
+def test_rank_pr_curve_vs_deephash_calc_top_map_with_pr():
+    """README_metrics: the engine's precision@k averages over every query (a query with no
+    relevant item in the database scores 0), recall@k over the queries with one; DeepHash's
+    CalcTopMapWithPR averages both over the queries with a hit in its top k only."""
+    q, db, ql, dbl = absent_classes_case(5, False, n_bits=16, flip=0.2)
+    ks = [10, 100]
+    has = ((ql.astype(int) @ dbl.T.astype(int)) > 0).any(1)
+    assert has.sum() == 32  # 28 of the 60 queries have no relevant item in the database
+    ours = M.precision_recall_at_k(q, db, ql, dbl, ks)
+    theirs_p, theirs_r = deephash_pr_at(q, db, ql, dbl, len(db), ks)
+    # with topk = the whole database, "a hit in the top k" = "a relevant item in the database"
+    np.testing.assert_allclose(ours["precision"], np.array(theirs_p) * has.mean(), rtol=1e-12)
+    np.testing.assert_allclose(ours["recall"], theirs_r, rtol=1e-12)
+    # the numbers quoted in README_metrics.md
+    assert ours["precision"][1] == pytest.approx(0.2512, abs=5e-5)
+    assert theirs_p[1] == pytest.approx(0.4709, abs=5e-5)
+    assert ours["recall"][1] == pytest.approx(0.5838, abs=5e-5)

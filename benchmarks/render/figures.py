@@ -1,14 +1,23 @@
 """Figures, drawn only from stored cell results (never computing a metric).
 
-Figures go to ``<results>/<preset>/figures/<name>.{png,pdf}`` (matplotlib, Agg backend).
+Figures go to ``<results>/<preset>/figures/<name>.{png,pdf}`` (matplotlib, no pyplot state).
+Two styles (:data:`FIGURE_STYLES`): ``default`` states the preset and which offline data fills which
+paper dataset; ``paper`` drops those banners and the figure title (a paper's caption says it) and
+uses a paper's text width and font sizes. Both label the panels (a), (b), (c).
+
+Every input a figure reads goes through :class:`_Inputs`, which notes each one it needed and did
+not find (:func:`missing_inputs`); a panel with nothing to draw says ``missing``. Rendering the same
+results twice gives byte-identical PNG and PDF files.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import string
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +25,13 @@ import numpy as np
 
 from benchmarks.render.tables import _cells, _mkey
 from benchmarks.runner.experiments import (
+    DPAH_DEFAULT_T,
     Cell,
     Column,
+    DatasetSpec,
     Experiment,
     Preset,
+    Row,
     _sweep_hyper,
     make_cell,
     map_name,
@@ -27,7 +39,7 @@ from benchmarks.runner.experiments import (
 )
 from benchmarks.runner.results import ResultStore, atomic_write_bytes
 
-__all__ = ["FIGURE_FILES", "render_figure"]
+__all__ = ["FIGURE_FILES", "FIGURE_STYLES", "build_figure", "missing_inputs", "render_figure"]
 
 FIGURE_FILES = {
     "pr": "fig8_pr_curves",
@@ -37,46 +49,165 @@ FIGURE_FILES = {
     "distribution": "fig3_fig5_u_distribution",
     "tsne": "fig9_tsne",
 }
+FIGURE_STYLES = ("default", "paper")
+
+#: an mAP axis spans at least this much, so seed noise of 0.0005 does not look like an effect
+MIN_Y_SPAN = 0.02
+#: a panel whose drawn values all lie within this spread is marked "flat"
+FLAT_SPREAD = 0.005
+
+#: 20 colours told apart at a glance (no light/dark pairs, none too pale on white), for Fig. 9
+CLASS_COLOURS = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+    "#000000", "#469990", "#9a6324", "#800000", "#808000", "#000075", "#a9a9a9", "#ffe119",
+    "#fabed4", "#dcbeff", "#aaffc3", "#ffd8b1",
+)
+#: Fig. 8: one marker per Table 3 method (DPAH last, drawn black and thicker)
+METHOD_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h", "*")
+#: Figs. 4 and 6/7: without KT (or the baseline) and with KT
+WITHOUT_KT = {"color": "tab:blue", "marker": "o", "ls": "--", "mfc": "white"}
+WITH_KT = {"color": "tab:red", "marker": "s", "ls": "-"}
+NC_STYLE = {"marker": "x", "ls": "none", "ms": 8, "mew": 2}
 
 
-def _records(store: ResultStore, cells: list[Cell]) -> list[dict]:
-    recs = [store.load(c.cell_id) for c in cells]
-    return [r for r in recs if r and r.get("converged") and r.get("metrics")]
+@dataclass(frozen=True)
+class _Style:
+    banners: bool  # figure title, preset banner and "[in place of ...]" notes
+    panel_width: float  # inches per panel
+    max_width: float  # inches for the whole figure
+    height: float  # inches, panels and the legend below them
+    dpi: int
+    rc: tuple[tuple[str, Any], ...]
 
 
-def _point(store: ResultStore, cells: list[Cell], key: str) -> tuple[float | None, bool]:
-    """Mean stored mAP over seeds and whether it converged.
+_COMMON_RC = (("pdf.fonttype", 42), ("axes.titlesize", "medium"), ("errorbar.capsize", 3))
+STYLES = {
+    "default": _Style(True, 4.2, 18.0, 4.6, 130, _COMMON_RC + (("font.size", 10),
+                                                             ("legend.fontsize", 8))),
+    "paper": _Style(False, 2.5, 7.0, 2.9, 300, _COMMON_RC + (
+        ("font.size", 8), ("axes.labelsize", 8), ("xtick.labelsize", 7), ("ytick.labelsize", 7),
+        ("legend.fontsize", 7), ("lines.linewidth", 1.2), ("lines.markersize", 4),
+        ("axes.linewidth", 0.6), ("grid.linewidth", 0.4), ("errorbar.capsize", 2))),
+}
+
+
+def _style(style: str) -> _Style:
+    if style not in STYLES:
+        raise ValueError(f"unknown figure style {style!r}; choose one of {', '.join(FIGURE_STYLES)}")
+    return STYLES[style]
+
+
+# ------------------------------------------------------------------------------------ inputs
+class _Inputs:
+    """Reads a figure's stored inputs and notes each one it needed and did not find."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.missing: dict[str, None] = {}  # ordered set: a cell shared by two panels counts once
+
+    def note(self, cell: Cell, what: str) -> None:
+        self.missing[f"{cell.cell_id}: {what}"] = None
+
+    def record(self, cell: Cell) -> dict | None:
+        record = self.store.load(cell.cell_id)
+        if record is None:
+            damaged = self.store.record_path(cell.cell_id).is_file()
+            self.note(cell, "damaged result record" if damaged else "no result record")
+        return record
+
+    def part(self, cell: Cell, name: str, what: str) -> tuple[dict | None, Any]:
+        """The record and its entry ``name`` (e.g. ``u_hist``), noting a record without it."""
+        record = self.record(cell)
+        value = record.get(name) if record else None
+        if record is not None and not value:
+            self.note(cell, f"no {what} in the record")
+        return record, value
+
+    def tsne(self, cell: Cell) -> dict[str, np.ndarray] | None:
+        if not self.store.tsne_path(cell.cell_id).exists():
+            self.note(cell, "no t-SNE embedding file (.tsne.csv)")
+            return None
+        return self.store.load_tsne(cell.cell_id)
+
+
+@dataclass(frozen=True)
+class _Stat:
+    """Stored mAP over seeds: mean, sample std (None for one seed), whether converged."""
+
+    mean: float
+    std: float | None
+    converged: bool
+
+
+def _over_seeds(records: Iterable[dict | None], key: str) -> _Stat | None:
+    """Mean and sample std of the stored mAP ``key`` over seeds.
 
     Converged seeds only when there are any; otherwise the stored mAP of the non-converged runs
-    (drawn as N/C markers), or None when nothing is stored.
+    (drawn as N/C crosses); None when no seed has a value.
     """
-    recs = [store.load(c.cell_id) for c in cells]
-    recs = [r for r in recs if r and r.get("metrics")]
-    ok = [r for r in recs if r.get("converged")]
-    use = ok or recs
-    vals = [r["metrics"].get("map_at", {}).get(key) for r in use]
-    vals = [v for v in vals if v is not None and math.isfinite(v)]
-    if not vals:
-        return None, False
-    return float(np.mean(vals)), bool(ok)
+    have = [r for r in records if r and r.get("metrics")]
+    for converged in (True, False):
+        vals = [r["metrics"].get("map_at", {}).get(key) for r in have
+                if bool(r.get("converged")) == converged]
+        vals = [float(v) for v in vals if v is not None and math.isfinite(v)]
+        if vals:
+            std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+            return _Stat(float(np.mean(vals)), std, converged)
+    return None
 
 
-def _mean_map(store: ResultStore, cells: list[Cell], key: str) -> float | None:
-    value, converged = _point(store, cells, key)
-    return value if converged else None
+# ------------------------------------------------------------------------------------ panels
+@dataclass(frozen=True)
+class _Panel:
+    """One panel: a dataset (and metric), and the preset columns it stands for."""
+
+    dataset: DatasetSpec
+    k: int | None
+    columns: tuple[Column, ...]
 
 
-def _missing_text(ax, text: str = "missing: no stored result") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+def _dataset_panels(preset: Preset, by_metric: bool) -> list[_Panel]:
+    """One panel per distinct dataset (PR curves), or per distinct (dataset, metric) (mAP figures):
+    the cpu preset's MIRFlickr fills two columns, and is drawn twice only at two cutoffs."""
+    groups: dict[tuple, list[Column]] = {}
+    for col in preset.columns:
+        if col.dataset is not None:
+            groups.setdefault((col.dataset.key, col.k if by_metric else None), []).append(col)
+    return [_Panel(cols[0].dataset, cols[0].k if by_metric else None, tuple(cols))
+            for cols in groups.values()]
 
 
-def _finish_panel(ax, drew: bool, **legend: Any) -> None:
-    """Grid, then the legend if anything was drawn, else the missing-result note."""
-    ax.grid(alpha=0.3)
-    if drew:
-        ax.legend(fontsize=7, **legend)
-    else:
-        _missing_text(ax)
+def _image_column(preset: Preset) -> Column:
+    """Figs. 3/5 and 9 use the paper's ImageNet column (or the preset's first)."""
+    col = preset.column_for("imagenet100")
+    return col if col is not None and col.dataset is not None else preset.columns[0]
+
+
+def _dataset_name(col: Column, preset: Preset) -> str:
+    """The paper's name in the paper setting, a user's name for their data, else ours, short."""
+    if not col.is_paper or preset.paper_setting:
+        return col.paper_label
+    return col.dataset.label.split(" (")[0]
+
+
+def _in_place_of(cols: Sequence[Column], preset: Preset) -> str:
+    """``[in place of NUS-WIDE and MS COCO]`` for a non-paper preset, else empty."""
+    names = [c.paper_label for c in cols if c.is_paper]
+    if preset.paper_setting or not names:
+        return ""
+    return f"[in place of {' and '.join(names)}]"
+
+
+def _letter(i: int) -> str:
+    return f"({string.ascii_lowercase[i]})"
+
+
+def _panel_title(i: int, panel: _Panel, preset: Preset, style: _Style, metric: bool) -> str:
+    title = f"{_letter(i)} {_dataset_name(panel.columns[0], preset)}"
+    if metric:
+        title += f", {map_name(panel.k)}"
+    note = _in_place_of(panel.columns, preset) if style.banners else ""
+    return f"{title}\n{note}" if note else title
 
 
 def _subtitle(preset: Preset) -> str:
@@ -87,201 +218,364 @@ def _subtitle(preset: Preset) -> str:
     return f"preset {preset.name}: offline data, NOT the paper's setting"
 
 
-def _figure_columns(preset: Preset) -> list[Column]:
-    """One panel per dataset column of the preset (a dataset filling two columns at two cutoffs
-    gets two panels)."""
-    return [c for c in preset.columns if c.dataset is not None]
+def _seeds_note(seeds: Sequence[int]) -> str:
+    if len(seeds) > 1:
+        return f"mean ± sample std over {len(seeds)} seeds"
+    return "one seed (no error bars)"
 
 
-def _col_title(col: Column, preset: Preset) -> str:
-    if not col.is_paper:
-        return f"{col.paper_label}\n{map_name(col.k)}"
-    if preset.paper_setting:
-        return f"{col.paper_label} ({map_name(col.k)})"
-    return f"{col.dataset.label}\n{map_name(col.k)} [in place of {col.paper_label}]"
+# ------------------------------------------------------------------------------------ drawing
+@dataclass
+class _Ctx:
+    exp: Experiment
+    preset: Preset
+    seeds: tuple[int, ...]
+    style: _Style
+    inputs: _Inputs
 
 
-def render_figure(exp: Experiment, preset: Preset, store: ResultStore,
-                  seeds: Sequence[int] | None = None) -> dict[str, Path]:
-    """Draw one figure from stored results to PNG and PDF; returns the paths."""
-    import matplotlib
+def _new_figure(ctx: _Ctx, n: int, sharex: bool = False, sharey: bool = False,
+                height: float | None = None):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seeds = tuple(seeds) if seeds else preset.seeds
-    cols = _figure_columns(preset)
-    draw = {
-        "pr": _fig_pr,
-        "sweep": _fig_sweep,
-        "series_by_bits": _fig_kt,
-        "histograms": _fig_hist,
-        "tsne": _fig_tsne,
-    }[exp.layout]
-    fig = draw(plt, exp, preset, store, seeds, cols)
-    title = textwrap.fill(exp.title, max(70, int(fig.get_size_inches()[0] * 13)))
-    if exp.layout in ("histograms", "tsne"):
-        col = _first_image_column(preset)
-        title += f"\n{col.dataset.label}, {exp.bits[0]} bits"
-    fig.suptitle(f"{title}\n{_subtitle(preset)}", fontsize=9)
-    fig.tight_layout()
-    store.figures_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for ext in ("png", "pdf"):
-        path = store.figures_dir / f"{FIGURE_FILES[exp.name]}.{ext}"
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=130)
-        atomic_write_bytes(path, buf.getvalue())
-        paths[ext] = path
-    plt.close(fig)
-    return paths
-
-
-def _panels(plt, n: int, width: float = 4.2, height: float = 3.6):
-    width = max(width, 5.0) if n <= 1 else width
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height + 0.6),
-                             squeeze=False)
+    n = max(n, 1)
+    st = ctx.style
+    width = min(st.max_width, max(st.panel_width * n, st.panel_width * 1.4))
+    fig = Figure(figsize=(width, height or st.height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharex=sharex, sharey=sharey)
     return fig, list(axes[0])
 
 
-def _fig_pr(plt, exp, preset, store, seeds, cols):
-    fig, axes = _panels(plt, len(cols))
-    bits = exp.bits[0]
-    cmap = plt.get_cmap("tab20")
-    for ax, col in zip(axes, cols, strict=True):
-        any_line = False
-        not_converged: list[str] = []
-        for i, row in enumerate(table_rows(exp, preset)):
-            cells = _cells(preset, row, col.dataset, bits, seeds)
-            recs = _records(store, cells)
-            if not recs and any(store.is_done(c.cell_id) for c in cells):
-                not_converged.append(row.label)
-            curves = [r["metrics"].get("pr_radius") for r in recs]
-            curves = [c for c in curves if c and c.get("precision") and c.get("recall")]
+def _note(ax, text: str, loc: str = "center", **kw: Any) -> None:
+    x, y, ha, va = {"center": (0.5, 0.5, "center", "center"),
+                    "lower right": (0.98, 0.03, "right", "bottom"),
+                    "upper left": (0.03, 0.97, "left", "top")}[loc]
+    ax.text(x, y, text, ha=ha, va=va, transform=ax.transAxes, color=kw.pop("color", "0.35"),
+            fontsize=kw.pop("fontsize", "small"), **kw)
+
+
+def _missing(ax, what: str = "no stored result") -> None:
+    _note(ax, f"missing: {what}", color="0.4", fontsize="medium")
+
+
+def _figure_legend(fig, axes, ncol: int, first: Sequence[str] = ()) -> None:
+    """One legend for the whole figure, below the panels (never over a curve); labels in
+    ``first`` lead, in that order."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    seen = {**{k: seen[k] for k in first if k in seen}, **seen}
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center",
+                   ncol=max(1, min(ncol, len(seen))), frameon=False)
+
+
+def _fit_y(ax, values: list[float]) -> None:
+    """Y-range over the drawn values (means +- std, baselines), at least ``MIN_Y_SPAN`` tall;
+    values all within ``FLAT_SPREAD`` are marked flat."""
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, MIN_Y_SPAN)
+    mid = (lo + hi) / 2
+    pad = 0.08 * span
+    ax.set_ylim(mid - span / 2 - pad, mid + span / 2 + pad)
+    if hi - lo < FLAT_SPREAD:
+        _note(ax, f"flat: spread {hi - lo:.4f}", "lower right")
+
+
+def _plot_stats(ax, xs: Sequence[float], stats: Sequence[_Stat | None], style: dict,
+                label: str) -> list[float]:
+    """Converged means with seed error bars as a line; non-converged ones as N/C crosses.
+    Returns the y-values drawn (for :func:`_fit_y`)."""
+    ok = [(x, s) for x, s in zip(xs, stats, strict=True) if s is not None and s.converged]
+    nc = [(x, s) for x, s in zip(xs, stats, strict=True) if s is not None and not s.converged]
+    drawn: list[float] = []
+    if ok:
+        x = [p[0] for p in ok]
+        y = [p[1].mean for p in ok]
+        err = [p[1].std or 0.0 for p in ok]
+        ax.errorbar(x, y, yerr=err if any(err) else None, label=label, **style)
+        drawn += [m + e for m, e in zip(y, err, strict=True)]
+        drawn += [m - e for m, e in zip(y, err, strict=True)]
+    if nc:
+        ax.plot([p[0] for p in nc], [p[1].mean for p in nc], **NC_STYLE, color=style["color"],
+                label=f"{label}: N/C (did not converge)")
+        drawn += [p[1].mean for p in nc]
+    return drawn
+
+
+def _fig_pr(ctx: _Ctx):
+    """Fig. 8: one panel per distinct dataset (the curves do not depend on the mAP cutoff)."""
+    panels = _dataset_panels(ctx.preset, by_metric=False)
+    fig, axes = _new_figure(ctx, len(panels))
+    bits = ctx.exp.bits[0]
+    colours = [f"C{i}" for i in range(10)]
+    for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
+        drew, not_converged = False, []
+        for idx, row in enumerate(table_rows(ctx.exp, ctx.preset)):
+            curves, any_nc = [], False
+            for cell in _cells(ctx.preset, row, panel.dataset, bits, ctx.seeds):
+                record = ctx.inputs.record(cell)
+                if record is None:
+                    continue
+                if not (record.get("converged") and record.get("metrics")):
+                    any_nc = True
+                    continue
+                curve = record["metrics"].get("pr_radius")
+                if curve and curve.get("precision") and curve.get("recall"):
+                    curves.append(curve)
+                else:
+                    ctx.inputs.note(cell, "no PR curve (metrics.pr_radius) in the record")
             if not curves:
+                if any_nc:
+                    not_converged.append(row.label)
                 continue
             p = np.mean([np.asarray(c["precision"], float) for c in curves], axis=0)
             r = np.mean([np.asarray(c["recall"], float) for c in curves], axis=0)
-            style = "-" if row.method == "dpah" else "--" if i < 5 else "-."
-            ax.plot(r, p, style, marker=".", ms=3, lw=2.2 if row.method == "dpah" else 1.1,
-                    color="black" if row.method == "dpah" else cmap(i), label=row.label)
-            any_line = True
+            dpah = row.method == "dpah"
+            ax.plot(r, p, "-", marker=METHOD_MARKERS[min(idx, len(METHOD_MARKERS) - 1)],
+                    markevery=0.1, ms=5 if dpah else 4, lw=2.2 if dpah else 1.1,
+                    color="black" if dpah else colours[idx % 10], zorder=3 if dpah else 2,
+                    label=row.label)
+            drew = True
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-               title=_col_title(col, preset).replace(map_name(col.k), f"{bits} bits"))
-        _finish_panel(ax, any_line, ncol=2)
+               title=_panel_title(i, panel, ctx.preset, ctx.style, metric=False))
+        ax.grid(alpha=0.3)
+        if not drew:
+            _missing(ax)
         if not_converged:
-            ax.text(0.98, 0.02, "N/C (not drawn): " + ", ".join(not_converged),
-                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
+            _note(ax, "N/C (not drawn): " + ", ".join(not_converged), "lower right")
+    _figure_legend(fig, axes, ncol=6)
     return fig
 
 
-NC_STYLE = {"marker": "x", "ls": "none", "ms": 8, "mew": 2}
-
-
-def _plot_series(ax, pts: list[tuple[Any, float | None, bool]], color: str, label: str) -> bool:
-    """Converged points as a line; non-converged ones as grey crosses labelled N/C."""
-    ok = [(x, y) for x, y, c in pts if y is not None and c]
-    nc = [(x, y) for x, y, c in pts if y is not None and not c]
-    if ok:
-        ax.plot(*zip(*ok, strict=True), "o-", color=color, label=label)
-    if nc:
-        ax.plot(*zip(*nc, strict=True), **NC_STYLE, color=color,
-                label=f"{label}: N/C (did not converge)")
-    return bool(ok or nc)
-
-
-def _fig_sweep(plt, exp, preset, store, seeds, cols):
-    fig, axes = _panels(plt, len(cols))
+def _fig_sweep(ctx: _Ctx):
+    """Figs. 6/7: DPAH's mAP over a hyper-parameter, the baseline dotted, seed error bars."""
+    exp, preset = ctx.exp, ctx.preset
+    panels = _dataset_panels(preset, by_metric=True)
+    fig, axes = _new_figure(ctx, len(panels))
     bits = exp.bits[0]
-    for ax, col in zip(axes, cols, strict=True):
-        key = _mkey(col.k)
-        drew = False
+    for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
+        key = _mkey(panel.k)
+        drawn: list[float] = []
         for row in exp.rows:
-            pts = []
+            stats = []
             for v in exp.sweep:
                 hyper = {**dict(row.hyper), **_sweep_hyper(exp, v)}
-                cells = [make_cell(preset, row.method, col.dataset, bits, s, hyper)
-                         for s in seeds]
-                pts.append((v, *_point(store, cells, key)))
-            drew |= _plot_series(ax, pts, "tab:red", row.label)
+                cells = [make_cell(preset, row.method, panel.dataset, bits, s, hyper)
+                         for s in ctx.seeds]
+                stats.append(_over_seeds((ctx.inputs.record(c) for c in cells), key))
+            drawn += _plot_stats(ax, list(exp.sweep), stats, WITH_KT, row.label)
         if exp.baseline is not None:
-            cells = _cells(preset, exp.baseline, col.dataset, bits, seeds)
-            base, converged = _point(store, cells, key)
+            cells = _cells(preset, exp.baseline, panel.dataset, bits, ctx.seeds)
+            base = _over_seeds((ctx.inputs.record(c) for c in cells), key)
             if base is not None:
-                label = exp.baseline.label + ("" if converged else " (N/C)")
-                ax.axhline(base, ls=":", color="tab:blue" if converged else "0.45", lw=1.8,
-                           label=label)
-                drew = True
-        ax.set(xlabel=exp.sweep_param, ylabel=map_name(col.k), xticks=list(exp.sweep),
-               title=_col_title(col, preset))
-        _finish_panel(ax, drew)
-    return fig
-
-
-def _fig_kt(plt, exp, preset, store, seeds, cols):
-    fig, axes = _panels(plt, len(cols))
-    colors = ("tab:blue", "tab:red")
-    for ax, col in zip(axes, cols, strict=True):
-        key = _mkey(col.k)
-        drew = False
-        for row, color in zip(exp.rows, colors, strict=False):
-            pts = [(b, *_point(store, _cells(preset, row, col.dataset, b, seeds), key))
-                   for b in preset.bits]
-            drew |= _plot_series(ax, pts, color, row.label)
-        ax.set(xlabel="code length (bits)", ylabel=map_name(col.k), xticks=list(preset.bits),
-               title=_col_title(col, preset))
-        _finish_panel(ax, drew)
-    return fig
-
-
-def _first_image_column(preset: Preset) -> Column:
-    return preset.column_for("imagenet100") or preset.columns[0]
-
-
-def _fig_hist(plt, exp, preset, store, seeds, cols):
-    col = _first_image_column(preset)
-    fig, axes = _panels(plt, len(exp.rows), width=3.4)
-    bits = exp.bits[0]
-    for ax, row in zip(axes, exp.rows, strict=True):
-        record = store.load(_cells(preset, row, col.dataset, bits, seeds[:1])[0].cell_id)
-        hist = record.get("u_hist") if record else None
-        nc = " (N/C)" if record and not record.get("converged") else ""
-        ax.set(xlabel="u (before thresholding)", ylabel="count", xlim=(-40, 40),
-               title=f"{row.label}{nc}")
-        if not hist:
-            _missing_text(ax)
-            continue
-        t = dict(row.hyper).get("t", None if row.method == "dpah_no_kt" else 10)
-        if t is not None:
-            for x in (-t, t):
-                ax.axvline(x, ls=":", color="tab:red", lw=1)
-        edges = np.asarray(hist["edges"])
-        ax.stairs(np.asarray(hist["counts"]), edges, fill=True, color="tab:blue", alpha=0.8)
-        ax.text(0.02, 0.97, f"std {hist['std']:.2f}\nrange [{hist['min']:.1f}, {hist['max']:.1f}]"
-                + (f"\n{hist['below'] + hist['above']} outside ±40"
-                   if hist["below"] + hist["above"] else ""),
-                transform=ax.transAxes, va="top", fontsize=7)
+                colour = WITHOUT_KT["color"] if base.converged else "0.45"
+                ax.axhline(base.mean, ls=":", color=colour, lw=1.8,
+                           label=exp.baseline.label + ("" if base.converged else " (N/C)"))
+                drawn.append(base.mean)
+                if base.std:
+                    ax.axhspan(base.mean - base.std, base.mean + base.std, color=colour,
+                               alpha=0.12, lw=0)
+                    drawn += [base.mean - base.std, base.mean + base.std]
+        ax.set(xlabel=exp.sweep_param, ylabel=map_name(panel.k), xticks=list(exp.sweep),
+               title=_panel_title(i, panel, preset, ctx.style, metric=True))
         ax.grid(alpha=0.3)
+        if drawn:
+            _fit_y(ax, drawn)
+        else:
+            _missing(ax)
+    _figure_legend(fig, axes, ncol=4, first=[r.label for r in exp.rows])
     return fig
 
 
-def _fig_tsne(plt, exp, preset, store, seeds, cols):
-    col = _first_image_column(preset)
-    fig, axes = _panels(plt, len(exp.rows), width=3.8, height=3.8)
+def _fig_kt(ctx: _Ctx):
+    """Fig. 4: with and without the KT loss over code lengths (categorical, slightly dodged)."""
+    exp, preset = ctx.exp, ctx.preset
+    panels = _dataset_panels(preset, by_metric=True)
+    fig, axes = _new_figure(ctx, len(panels))
+    styles = (WITHOUT_KT, WITH_KT)
+    n = len(exp.rows)
+    for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
+        key = _mkey(panel.k)
+        drawn: list[float] = []
+        for j, row in enumerate(exp.rows):
+            stats = [_over_seeds((ctx.inputs.record(c) for c in _cells(
+                preset, row, panel.dataset, b, ctx.seeds)), key) for b in preset.bits]
+            dodge = 0.06 * (j - (n - 1) / 2)
+            xs = [x + dodge for x in range(len(preset.bits))]
+            drawn += _plot_stats(ax, xs, stats, styles[j % len(styles)], row.label)
+        ax.set(xlabel="code length", ylabel=map_name(panel.k),
+               xticks=range(len(preset.bits)), xticklabels=[f"{b} bits" for b in preset.bits],
+               xlim=(-0.4, len(preset.bits) - 0.6),
+               title=_panel_title(i, panel, preset, ctx.style, metric=True))
+        ax.grid(alpha=0.3)
+        if drawn:
+            _fit_y(ax, drawn)
+        else:
+            _missing(ax)
+    _figure_legend(fig, axes, ncol=4)
+    return fig
+
+
+def _row_t(row: Row) -> int | None:
+    """The KT threshold of a Figs. 3/5 row (None: without KT)."""
+    return None if row.method == "dpah_no_kt" else dict(row.hyper).get("t", DPAH_DEFAULT_T)
+
+
+def _fig_hist(ctx: _Ctx):
+    """Fig. 3 (with and without KT overlaid on one axis) and Fig. 5 (one panel per t), on shared
+    axes fitted to the data."""
+    exp, preset = ctx.exp, ctx.preset
+    col = _image_column(preset)
     bits = exp.bits[0]
-    for ax, row in zip(axes, exp.rows, strict=True):
-        cell = _cells(preset, row, col.dataset, bits, seeds[:1])[0]
-        path = store.tsne_path(cell.cell_id)
-        record = store.load(cell.cell_id)
-        nc = " (N/C)" if record and not record.get("converged") else ""
-        ax.set(title=f"{row.label}{nc}", xticks=[], yticks=[])
-        if not path.exists():
-            _missing_text(ax)
-            continue
-        tsne = store.load_tsne(cell.cell_id)
-        emb, cls = tsne["embedding"], tsne["classes"]
-        ax.scatter(emb[:, 0], emb[:, 1], c=cls % 20, cmap="tab20", s=4, alpha=0.8,
-                   vmin=0, vmax=19)
-        ax.text(0.02, 0.02, f"{len(np.unique(cls))} classes, {len(cls)} codes",
-                transform=ax.transAxes, fontsize=7)
+    hists: dict[Row, tuple[dict | None, dict | None]] = {}
+    for row in exp.rows:
+        cell = _cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
+        hists[row] = ctx.inputs.part(cell, "u_hist", "u histogram (u_hist)")
+    no_kt = [r for r in exp.rows if _row_t(r) is None]
+    kt = [r for r in exp.rows if _row_t(r) is not None]
+    overlay = [r for r in kt if _row_t(r) == DPAH_DEFAULT_T][:1] or kt[:1]
+    panels: list[tuple[str, list[Row]]] = []
+    if no_kt and overlay:
+        panels.append((f"w/o KT and w/ KT ({overlay[0].label})", no_kt[:1] + overlay))
+    panels += [(f"w/ KT, {r.label}", [r]) for r in kt]
+    if not kt:
+        panels += [(r.label, [r]) for r in no_kt]
+    fig, axes = _new_figure(ctx, len(panels), sharex=True, sharey=True)
+    extent = [abs(_row_t(r)) for r in kt]
+    for i, (ax, (title, rows)) in enumerate(zip(axes, panels, strict=True)):
+        nc = any(hists[r][0] and not hists[r][0].get("converged") for r in rows)
+        ax.set(title=f"{_letter(i)} {title}{' (N/C)' if nc else ''}",
+               xlabel="u (before thresholding)")
+        if i == 0:
+            ax.set_ylabel("count")
+        ax.grid(alpha=0.3)
+        lines = []
+        for row in rows:
+            hist = hists[row][1]
+            if not hist:
+                continue
+            t = _row_t(row)
+            edges = np.asarray(hist["edges"], float)
+            counts = np.asarray(hist["counts"])
+            if t is None:  # the paper's blue area
+                ax.stairs(counts, edges, fill=True, color=WITHOUT_KT["color"], alpha=0.5, lw=0,
+                          label="w/o KT")
+            else:
+                ax.stairs(counts, edges, color=WITH_KT["color"], lw=1.4, label="w/ KT")
+            outside = int(hist.get("below", 0)) + int(hist.get("above", 0))
+            if outside:
+                extent.append(float(max(abs(edges[0]), abs(edges[-1]))))
+            extent += [abs(float(hist["min"])), abs(float(hist["max"]))]
+            lines.append(f"{'w/o KT' if t is None else 'w/ KT'}: std {hist['std']:.2f}"
+                         + (f", {outside} outside" if outside else ""))
+            if t is not None:
+                for x in (-t, t):
+                    ax.axvline(x, ls=":", color="darkred", lw=1, label="±t")
+        if lines:
+            _note(ax, "\n".join(lines), "upper left", color="0.2",
+                  bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 2})
+        else:
+            _missing(ax, "no u histogram" if any(hists[r][0] for r in rows) else
+                     "no stored result")
+    if extent:
+        lim = math.ceil(1.1 * max(extent))
+        axes[0].set_xlim(-lim, lim)
+    _figure_legend(fig, axes, ncol=3)
     return fig
+
+
+def _fig_tsne(ctx: _Ctx):
+    """Fig. 9: t-SNE of database codes, one colour per class (a legend below the panels)."""
+    from matplotlib.lines import Line2D
+
+    exp, preset = ctx.exp, ctx.preset
+    col = _image_column(preset)
+    bits = exp.bits[0]
+    loaded = []
+    for row in exp.rows:
+        cell = _cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
+        record = ctx.inputs.record(cell)
+        loaded.append((row, record, ctx.inputs.tsne(cell) if record is not None else None))
+    classes = sorted({int(c) for _, _, t in loaded if t is not None for c in t["classes"]})
+    colour_of = {c: CLASS_COLOURS[j % len(CLASS_COLOURS)] for j, c in enumerate(classes)}
+    fig, axes = _new_figure(ctx, len(loaded), height=ctx.style.height + 0.4)
+    for i, (ax, (row, record, tsne)) in enumerate(zip(axes, loaded, strict=True)):
+        nc = " (N/C)" if record and not record.get("converged") else ""
+        ax.set(title=f"{_letter(i)} {row.label}{nc}", xticks=[], yticks=[])
+        if tsne is None:
+            _missing(ax, "no t-SNE embedding" if record else "no stored result")
+            continue
+        emb, cls = tsne["embedding"], tsne["classes"]
+        ax.scatter(emb[:, 0], emb[:, 1], c=[colour_of[int(c)] for c in cls], s=4, alpha=0.8,
+                   linewidths=0)
+        ax.set_xlabel(f"{len(np.unique(cls))} classes, {len(cls)} codes", fontsize="small")
+    if classes:
+        handles = [Line2D([], [], ls="none", marker="o", ms=5, color=colour_of[c]) for c in classes]
+        title = "class" + (" (colours repeat beyond 20)" if len(classes) > 20 else "")
+        fig.legend(handles, [str(c) for c in classes], loc="outside lower center",
+                   ncol=min(10, len(classes)), frameon=False, title=title, handletextpad=0.1,
+                   columnspacing=1.0)
+    return fig
+
+
+_LAYOUTS = {"pr": _fig_pr, "sweep": _fig_sweep, "series_by_bits": _fig_kt,
+            "histograms": _fig_hist, "tsne": _fig_tsne}
+
+
+def _title(ctx: _Ctx, fig) -> str:
+    exp, preset = ctx.exp, ctx.preset
+    title = textwrap.fill(exp.title, max(70, int(fig.get_size_inches()[0] * 13)))
+    if exp.layout in ("histograms", "tsne"):
+        col = _image_column(preset)
+        note = _in_place_of([col], preset)
+        title += f"\n{_dataset_name(col, preset)}" + (f" {note}" if note else "")
+    extra = f"; {_seeds_note(ctx.seeds)}" if exp.layout in ("sweep", "series_by_bits") else ""
+    return f"{title}\n{_subtitle(preset)}{extra}"
+
+
+def build_figure(exp: Experiment, preset: Preset, store: ResultStore,
+                 seeds: Sequence[int] | None = None, *, style: str = "default"):
+    """The matplotlib Figure of ``exp`` in ``style`` and the stored inputs it needed and did not
+    find (see :func:`missing_inputs`). Save it under ``matplotlib.rc_context(STYLES[style].rc)``,
+    as :func:`render_figure` does."""
+    import matplotlib
+
+    st = _style(style)
+    ctx = _Ctx(exp, preset, tuple(seeds) if seeds else preset.seeds, st, _Inputs(store))
+    with matplotlib.rc_context(dict(st.rc)):
+        fig = _LAYOUTS[exp.layout](ctx)
+        if st.banners:
+            fig.suptitle(_title(ctx, fig), fontsize="small")
+    return fig, list(ctx.inputs.missing)
+
+
+def missing_inputs(exp: Experiment, preset: Preset, store: ResultStore,
+                   seeds: Sequence[int] | None = None) -> list[str]:
+    """One line per stored input the figure needs and did not find (a cell with no record, a
+    record without its u histogram or PR curve, an absent t-SNE file). A non-converged cell,
+    drawn as N/C, is not missing."""
+    return build_figure(exp, preset, store, seeds)[1]
+
+
+def render_figure(exp: Experiment, preset: Preset, store: ResultStore,
+                  seeds: Sequence[int] | None = None, *, style: str = "default") -> dict[str, Path]:
+    """Draw one figure from stored results to PNG and PDF (byte-identical when re-rendered);
+    returns the paths. ``style``: one of :data:`FIGURE_STYLES`."""
+    import matplotlib
+
+    st = _style(style)
+    store.figures_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    fig, _missing_lines = build_figure(exp, preset, store, seeds, style=style)
+    with matplotlib.rc_context(dict(st.rc)):  # pdf.fonttype and the layout's fonts apply at save
+        for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
+            path = store.figures_dir / f"{FIGURE_FILES[exp.name]}.{ext}"
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=st.dpi, metadata=metadata)
+            atomic_write_bytes(path, buf.getvalue())
+            paths[ext] = path
+    return paths

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -50,6 +51,42 @@ class MissingComponent(RuntimeError):
     """A method, protocol, metric module or dataset this cell needs is not available."""
 
 
+class DegenerateDataError(ValueError):
+    """Data on which no ranking is meaningful (refused rather than scored)."""
+
+
+#: warn when more than this share of the database items get one and the same code
+IDENTICAL_CODES_WARN = 0.5
+
+
+def check_rankable(bench: Any, label: str) -> None:
+    """Refuse data whose mAP would mean nothing: fewer than 2 labels in use among the queries
+    and the database (every item relevant to every query: mAP 1.0 whatever the codes), or no
+    query with a relevant item anywhere in the database (mAP 0 or undefined)."""
+    q = np.asarray(bench.targets("query")).astype(bool)
+    db = np.asarray(bench.targets("database")).astype(bool)
+    in_use = int((q.any(0) | db.any(0)).sum())
+    if in_use < 2:
+        raise DegenerateDataError(
+            f"{label}: its queries and database use {in_use} label: every item is relevant to "
+            "every query, so every method would score mAP 1.0. Use data with at least 2 classes")
+    with_relevant = int((q & db.any(0)).any(1).sum())
+    if with_relevant == 0:
+        raise DegenerateDataError(
+            f"{label}: none of its {len(q):,} queries shares a label with any of the "
+            f"{len(db):,} database items, so no ranking can find anything. Use more items or "
+            "more queries (--n-query)")
+
+
+def code_statistics(db_codes: np.ndarray) -> dict[str, Any]:
+    """How many distinct database codes there are, and the share of the most common one."""
+    packed = np.ascontiguousarray(pack_codes(db_codes))
+    rows = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, counts = np.unique(rows, return_counts=True)
+    return {"distinct_db_codes": len(counts),
+            "largest_code_share": float(counts.max() / len(rows)) if len(rows) else 0.0}
+
+
 @dataclass
 class RunOptions:
     """Everything a cell needs besides its identity (picklable, so it travels to Slurm jobs)."""
@@ -66,6 +103,8 @@ class RunOptions:
     eval_ks: dict[str, list[int | None]] = field(default_factory=dict)
     tsne_per_class: int = 100
     tsne_classes: int = 20
+    #: ``--plugin`` files/modules, imported again in every cell's process (e.g. a Slurm job)
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,7 +112,7 @@ class Outcome:
     """What happened to one cell."""
 
     cell_id: str
-    status: str  # "done" | "nc" | "skipped" | "failed" | "missing"
+    status: str  # "done" | "nc" | "skipped" | "failed" | "missing" | "busy" (another process)
     reason: str = ""
     wall_s: float = 0.0
 
@@ -163,18 +202,47 @@ def _load_benchmark(cell: Cell, input_kind: str, opts: RunOptions, store: Result
     return bench
 
 
+def _split_is_complete(directory: Path, split_hash: str) -> bool:
+    """A split folder is trusted only when every list is there and matches its stored hash."""
+    from data_protocols.core import Split
+
+    try:
+        return Split.load(directory).hash() == split_hash and (directory / "split.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _save_split(bench: Any, cell: Cell, store: ResultStore) -> str:
+    """Write the cell's split under ``splits/`` once; safe with several writers at a time.
+
+    Each writer builds the folder under its own temporary name and moves it into place; a folder
+    that exists but is incomplete (a writer died half-way, files were edited) is replaced.
+    """
     split_hash = str(bench.split.hash())
     target = store.splits_dir / f"{cell.dataset.key}-{split_hash}"
-    if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    if target.is_dir() and _split_is_complete(target, split_hash):
+        return split_hash
+    store.splits_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=store.splits_dir, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
         bench.split.save(tmp)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        tmp.chmod(0o755)
+        if target.exists() and not _split_is_complete(target, split_hash):
+            log.warning("split folder %s is incomplete: rewriting it", target)
+            aside = Path(tempfile.mkdtemp(dir=store.splits_dir, prefix=f".{target.name}.broken."))
+            try:
+                target.rename(aside / target.name)
+            except OSError:  # another writer repaired it first
+                pass
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             tmp.rename(target)
-        except OSError:  # another job saved it first
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # another writer saved a complete copy first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return split_hash
 
 
@@ -211,10 +279,26 @@ def _construct(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore) -> An
         kwargs.update(checkpoint_dir=str(ckpt), resume=True, progress=opts.progress)
         if opts.device:
             kwargs["device"] = opts.device
+        weights = _weights_in_data_root(kwargs.get("backbone"), opts.data_root)
+        if weights is not None and kwargs.get("weights_path") is None:
+            kwargs["weights_path"] = str(weights)
     try:
         return cls(n_bits=cell.bits, seed=cell.seed, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{cls.__name__} rejected the cell's settings {kwargs}: {exc}") from None
+
+
+def _weights_in_data_root(backbone: str | None, data_root: str | None) -> Path | None:
+    """A torchvision backbone's ImageNet weights under ``<--data-root>/weights/``, if there."""
+    if backbone is None or data_root is None:
+        return None
+    from methods.deep.backbones import TORCHVISION_WEIGHT_FILES
+
+    for name in TORCHVISION_WEIGHT_FILES.get(backbone, ()):
+        path = Path(data_root).expanduser() / "weights" / name
+        if path.is_file():
+            return path
+    return None
 
 
 def _evaluate(metrics: Any, codes: dict[str, np.ndarray], ks: list[int | None]) -> dict[str, Any]:
@@ -238,17 +322,43 @@ def _evaluate(metrics: Any, codes: dict[str, np.ndarray], ks: list[int | None]) 
 
 
 def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
-    """Run one cell and store its result; a method or data problem is reported, not raised."""
+    """Run one cell and store its result; a method or data problem is reported, not raised.
+
+    The cell is claimed with a lock file first: when another live process holds it, nothing is
+    computed and the outcome is ``"busy"`` (the local launcher waits for it and then reads its
+    result).
+    """
     store = ResultStore(opts.results_dir, opts.preset)
     cid = cell.cell_id
     t_start = time.perf_counter()
-    if store.is_done(cid) and not opts.force:
-        if "tsne" in cell.needs:
-            try:
-                ensure_tsne(store, cell, opts)
-            except Exception as exc:  # noqa: BLE001 — the figure will show the panel as missing
-                log.error("t-SNE of %s failed: %s", cid, exc)
-        return Outcome(cid, "skipped", "already done")
+    if opts.plugins:
+        from benchmarks.runner.plugins import load_plugins
+
+        load_plugins(opts.plugins)
+    if not opts.force and store.is_done(cid):
+        return _skip(store, cell, opts)
+    lock = store.claim(cid)
+    if not lock.acquire():
+        return Outcome(cid, "busy", lock.describe())
+    try:
+        if not opts.force and store.is_done(cid):  # finished by another process meanwhile
+            return _skip(store, cell, opts)
+        return _run_claimed(cell, opts, store, t_start)
+    finally:
+        lock.release()
+
+
+def _skip(store: ResultStore, cell: Cell, opts: RunOptions) -> Outcome:
+    if "tsne" in cell.needs:
+        try:
+            ensure_tsne(store, cell, opts)
+        except Exception as exc:  # noqa: BLE001 — the figure will show the panel as missing
+            log.error("t-SNE of %s failed: %s", cell.cell_id, exc)
+    return Outcome(cell.cell_id, "skipped", "already done")
+
+
+def _run_claimed(cell: Cell, opts: RunOptions, store: ResultStore, t_start: float) -> Outcome:
+    cid = cell.cell_id
     if opts.force:
         shutil.rmtree(store.checkpoint_dir(cid), ignore_errors=True)
     try:
@@ -266,9 +376,12 @@ def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
             "utc_time": utc_now(),
         })
         return Outcome(cid, "failed", reason, time.perf_counter() - t_start)
+    # an embedding of the older codes is stale: recompute it from the new codes (never just drop
+    # it, or a figure that another table's run needed would silently lose its input)
+    had_tsne = store.tsne_path(cid).exists()
     store.save(record, codes)
-    store.tsne_path(cid).unlink(missing_ok=True)  # an embedding of older codes is stale
-    if "tsne" in cell.needs:
+    store.tsne_path(cid).unlink(missing_ok=True)
+    if had_tsne or "tsne" in cell.needs:
         try:
             ensure_tsne(store, cell, opts)
         except Exception as exc:  # noqa: BLE001 — the result is fine; the figure shows 'missing'
@@ -284,6 +397,7 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
     method = _construct(cls, cell, opts, store)
     input_kind = method.expected_input() if hasattr(method, "expected_input") else cls.input_kind
     bench = _load_benchmark(cell, input_kind, opts, store)
+    check_rankable(bench, cell.dataset.label)
     split_hash = _save_split(bench, cell, store)
     X_train, Y_train = bench.inputs("train"), bench.targets("train")
 
@@ -351,6 +465,13 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
                       history=_history(method))
         return record, None
     encode_s = time.perf_counter() - t0
+    code_stats = code_statistics(codes["db"])
+    if code_stats["largest_code_share"] > IDENTICAL_CODES_WARN:
+        n_db = len(codes["db"])
+        log.warning("%s: %d of %d database items share one code (%d distinct codes): the "
+                    "ranking is mostly ties (constant or uninformative features?)",
+                    cell.describe(), round(code_stats["largest_code_share"] * n_db), n_db,
+                    code_stats["distinct_db_codes"])
     codes["query_labels"] = np.asarray(bench.targets("query"), dtype=np.uint8)
     codes["db_labels"] = np.asarray(bench.targets("database"), dtype=np.uint8)
 
@@ -370,6 +491,7 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
         metrics=result_metrics,
         timing={"fit_s": fit_s, "encode_s": encode_s, "eval_s": eval_s},
         history=_history(method),
+        code_stats=code_stats,
     )
     if cls.kind == "deep" and hasattr(method, "raw_outputs"):
         try:

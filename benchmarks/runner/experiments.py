@@ -19,6 +19,7 @@ A *preset* says on which data the paper's dataset columns are filled:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -213,6 +214,13 @@ class Preset:
     method_hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the name of a user's own dataset when this preset runs on it alone (``user_preset``)
     user_data: str = ""
+    #: ``--set`` overrides, ``(key, value)`` with key ``param`` (every method that has it; deep
+    #: training options such as ``epochs``/``lr`` go to every deep cell) or ``method.param``;
+    #: part of every cell's key and printed under every table
+    overrides: tuple[tuple[str, Any], ...] = ()
+    #: registered methods added as rows to every table (``--methods`` naming a method, e.g. a
+    #: ``--plugin``'s, that the tables do not list)
+    extra_methods: tuple[str, ...] = ()
 
     def column_for(self, paper_key: str) -> Column | None:
         for col in self.columns + self.appendix_columns:
@@ -238,6 +246,9 @@ class Preset:
             for m, h in self.method_hyper.items()
         )
         extra = f" Changed hyper-parameters: {changed}." if changed else ""
+        if self.overrides:
+            extra += " Overrides (--set): " + ", ".join(f"{k}={v!r}" for k, v in self.overrides)
+            extra += "."
         if self.user_data:
             return (f"preset `{self.name}` on your own data: {self.description}{extra} "
                     "The paper has no numbers for this dataset (paper and difference: –).")
@@ -424,6 +435,51 @@ class Cell:
         )
 
 
+#: options that say how a run executes, not what it learns: never settable with ``--set``
+RUN_ONLY_OPTIONS = ("checkpoint_dir", "resume", "progress", "device", "num_workers")
+
+
+@functools.cache
+def method_params(method: str) -> frozenset[str]:
+    """Constructor parameters of a registered method (empty when it is not importable)."""
+    try:
+        from methods import get_method
+
+        params = set(get_method(method)().get_params())
+        return frozenset(params - {"n_bits", "seed", *RUN_ONLY_OPTIONS})
+    except Exception:  # noqa: BLE001 — not registered or not importable
+        return frozenset()
+
+
+@functools.cache
+def train_option_names() -> frozenset[str]:
+    """The training options every deep method takes (``DeepHashMethod``'s parameters), less those
+    that only say how a run is executed (checkpoints, progress, device: flags of their own)."""
+    import inspect
+
+    from methods.deep.base import DeepHashMethod
+
+    names = set(inspect.signature(DeepHashMethod.__init__).parameters)
+    return frozenset(names - {"self", "n_bits", "seed", *RUN_ONLY_OPTIONS})
+
+
+def _apply_overrides(preset: Preset, method: str, kind: str, train: dict[str, Any],
+                     hyper: dict[str, Any]) -> None:
+    """Put the preset's ``--set`` overrides that concern ``method`` into its train/hyper dicts."""
+    if not preset.overrides:
+        return
+    train_names = train_option_names() if kind == "deep" else set()
+    params = method_params(method)
+    for key, value in preset.overrides:
+        target, _, param = key.rpartition(".")
+        if target and target != method:
+            continue
+        if param in train_names:
+            train[param] = value
+        elif param in params or target:
+            hyper[param] = value
+
+
 def _kind_of(method: str) -> str:
     """Shallow or deep, from the registry when importable, else from the known names."""
     try:
@@ -446,8 +502,9 @@ def make_cell(
 ) -> Cell:
     kind = _kind_of(method)
     train_options = {**preset.train_options(backbone), **dict(dataset.deep_train)}
-    train = tuple(sorted(train_options.items())) if kind == "deep" else ()
     hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **(hyper or {})}
+    _apply_overrides(preset, method, kind, train_options, hyper)
+    train = tuple(sorted(train_options.items())) if kind == "deep" else ()
     return Cell(
         method=method,
         hyper=tuple(sorted(hyper.items())),
@@ -654,9 +711,15 @@ def _sweep_hyper(exp: Experiment, value: Any) -> dict[str, Any]:
 
 
 def table_rows(exp: Experiment, preset: Preset) -> tuple[Row, ...]:
+    """The rows of a table or figure under a preset (a table also gets the preset's extra
+    methods, e.g. a plugin's, as rows of their own)."""
+    rows = exp.rows
     if exp is TABLE3 and preset.table3_methods is not None:
-        return tuple(r for r in exp.rows if r.method in preset.table3_methods)
-    return exp.rows
+        rows = tuple(r for r in rows if r.method in preset.table3_methods)
+    if exp.kind == "table":
+        listed = {r.method for r in rows}
+        rows += tuple(Row.of(m, m) for m in preset.extra_methods if m not in listed)
+    return rows
 
 
 def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = None) -> list[Cell]:

@@ -56,26 +56,68 @@ class Summary:
         return lines
 
 
+#: seconds between two looks at a cell that another process is computing
+BUSY_POLL_S = 2.0
+
+
 def run_local(
     cells: Sequence[Cell], opts: RunOptions, progress: bool = True,
     on_outcome: Callable[[Cell, Outcome], None] | None = None,
 ) -> Summary:
-    """Run cells one after the other in this process (tqdm over cells)."""
+    """Run cells one after the other in this process (tqdm over cells, or a log line per cell).
+
+    A cell another process is computing (its lock is held) is set aside and taken up at the end:
+    this run waits for the other one's result, or computes the cell itself when that process
+    died or failed, so two runs on one results directory share the work and both end complete.
+    """
     from tqdm.auto import tqdm
 
     summary = Summary()
     t0 = time.perf_counter()
+    busy: list[Cell] = []
     bar = tqdm(cells, desc=f"cells ({opts.preset})", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(f"{cell.method} {cell.dataset.key} {cell.bits}b", refresh=False)
         outcome = run_cell(cell, opts)
-        summary.outcomes.append(outcome)
-        if outcome.status in ("done", "nc"):
-            log.info("%-8s %s (%.1f s)", outcome.status, cell.describe(), outcome.wall_s)
-        if on_outcome is not None:
-            on_outcome(cell, outcome)
+        if outcome.status == "busy":
+            busy.append(cell)
+            continue
+        _record(summary, cell, outcome, on_outcome)
+    if busy:
+        _wait_for_busy(busy, opts, summary, on_outcome)
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _record(summary: Summary, cell: Cell, outcome: Outcome,
+            on_outcome: Callable[[Cell, Outcome], None] | None) -> None:
+    summary.outcomes.append(outcome)
+    if outcome.status in ("done", "nc"):
+        log.info("%-8s %s (%.1f s)", outcome.status, cell.describe(), outcome.wall_s)
+    if on_outcome is not None:
+        on_outcome(cell, outcome)
+
+
+def _wait_for_busy(busy: list[Cell], opts: RunOptions, summary: Summary,
+                   on_outcome: Callable[[Cell, Outcome], None] | None) -> None:
+    """Wait for the cells other processes hold; compute those they leave unfinished."""
+    log.info("waiting for %d cell(s) that another process is computing", len(busy))
+    # the other process decides what --force means for the cells it holds: do not redo them
+    patient = RunOptions(**{**opts.__dict__, "force": False})
+    pending = list(busy)
+    while pending:
+        still: list[Cell] = []
+        for cell in pending:
+            outcome = run_cell(cell, patient)
+            if outcome.status == "busy":
+                still.append(cell)
+                continue
+            if outcome.status == "skipped":
+                outcome.reason = "computed by another process"
+            _record(summary, cell, outcome, on_outcome)
+        pending = still
+        if pending:
+            time.sleep(BUSY_POLL_S)
 
 
 def make_executor(
@@ -135,11 +177,17 @@ def run_submitit(
         else:
             jobs = [(cell, executor.submit(run_cell, cell, job_opts)) for cell in todo]
         log.info("submitted %d jobs (%s)", len(jobs), type(executor).__name__)
+    busy: list[Cell] = []
     for cell, job in tqdm(jobs, desc="jobs", unit="job", disable=not progress):
         try:
             outcome = job.result()
         except Exception as exc:  # noqa: BLE001 — the job itself died (timeout, node failure, ...)
             outcome = Outcome(cell.cell_id, "failed", f"job {getattr(job, 'job_id', '?')}: {exc}")
+        if outcome.status == "busy":  # another sweep holds the cell: its result is awaited below
+            busy.append(cell)
+            continue
         summary.outcomes.append(outcome)
+    if busy:
+        _wait_for_busy(busy, opts, summary, None)
     summary.wall_s = time.perf_counter() - t0
     return summary

@@ -130,30 +130,50 @@ def _count_csv(path: Path) -> tuple[int, int, bool, dict[str, Any]]:
 
 
 def _count_npz(path: Path) -> tuple[int, int, bool, dict[str, Any]]:
+    from data_protocols import readers
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if "labels" not in keys:
-                raise UserDataError(f"--user-data {path} has no 'labels' array (found {keys})")
-            lab = np.asarray(z["labels"])
-    except UserDataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — not a readable npz
-        raise UserDataError(f"--user-data {path} is not a readable .npz: "
-                            f"{type(exc).__name__}: {exc}") from None
+        lab, feats, imgs = readers.read_npz(path)
+    except (KeyError, ValueError) as exc:
+        raise UserDataError(f"--user-data: {exc.args[0]}") from None
+    keys = [k for k, a in (("features", feats), ("images", imgs)) if a is not None]
     has = {"features": "features" in keys, "images": "images" in keys}
-    if not any(has.values()):
-        raise UserDataError(f"--user-data {path} has neither 'features' nor 'images' "
-                            f"(found {keys})")
     if lab.ndim == 1:
-        n, c, multi = lab.shape[0], int(lab.max()) + 1 if lab.size else 0, False
+        n, c, multi = lab.shape[0], len(np.unique(lab)), False
     elif lab.ndim == 2:
         per_item = lab.astype(bool).sum(1)
-        n, c, multi = int((per_item > 0).sum()), lab.shape[1], bool((per_item > 1).any())
+        n, multi = int((per_item > 0).sum()), bool((per_item > 1).any())
+        c = int(lab.astype(bool).any(0).sum())  # labels some item carries
     else:
         raise UserDataError(f"--user-data {path}: 'labels' must be N class ids or N x C "
                             f"multi-hot, got shape {lab.shape}")
     return n, c, multi, {"n_unlabelled": int(lab.shape[0] - n), **has}
+
+
+def content_hash(where: Path, protocol: str) -> str:
+    """A fingerprint of the data itself, part of every cell key: a fixed or replaced file gives
+    new cells instead of reusing results computed on the old content.
+
+    The bytes of an npz or CSV; for the images of a folder or CSV, each file's path, size and
+    modification time (reading every image would cost as much as decoding it).
+    """
+    digest = hashlib.sha1(protocol.encode())
+    if where.is_file():
+        with open(where, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    if protocol == "folder":
+        images = sorted(p for p in where.rglob("*") if p.is_file())
+    elif protocol == "csv":
+        from data_protocols import readers
+
+        images = sorted({Path(p) for p in readers.read_image_csv(where)[0]})
+    else:
+        images = []
+    for p in images:
+        st = p.stat()
+        digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def _safe_name(name: str) -> str:
@@ -193,12 +213,19 @@ def resolve_user_data(
     n, n_labels, multi, extra = count(where)
     if n == 0:
         raise UserDataError(f"--user-data {where}: no labelled items")
+    if n_labels < 2:
+        raise UserDataError(
+            f"--user-data {where}: every item has the same label ({n_labels} label in use): "
+            "every item is relevant to every query, so any ranking scores mAP 1.0. Give data "
+            "with at least 2 classes")
     sizes = split_sizes(n, n_query, n_train, where=str(where))
 
     name = _safe_name(name if name else (where.stem if where.is_file() else where.name))
     options = {k: v for k, v in (("n_query", n_query), ("n_train", n_train)) if v is not None}
+    content = content_hash(where, protocol)
     digest = hashlib.sha1(canonical_json(
-        {"protocol": protocol, "path": str(where), **options}).encode()).hexdigest()[:8]
+        {"protocol": protocol, "path": str(where), "content": content, **options}
+    ).encode()).hexdigest()[:8]
     features = None if protocol == "npz" and extra.get("features") else image_backbone
     unlabelled = (f", {extra['n_unlabelled']:,} unlabelled dropped"
                   if extra.get("n_unlabelled") else "")
@@ -207,7 +234,7 @@ def resolve_user_data(
         f"{n:,} labelled items{unlabelled}, {n_labels} labels "
         f"({'multi-label' if multi else 'single-label'}); split seed 0 ({given}): "
         f"query {sizes['query']:,} / database {sizes['database']:,} / train {sizes['train']:,}; "
-        f"features: {features or 'from the npz'}"
+        f"features: {features or 'from the npz'}; content hash {content}"
     )
     spec = DatasetSpec(
         key=f"{name}-{digest}",

@@ -12,14 +12,17 @@ the trainer. A method supplies three hooks:
   the trainer minimises their sum and logs each one by name (and names the term that went NaN).
 * ``codes_from_outputs(u) -> Tensor``: booleans, default ``u >= 0``.
 
-and may override two optional ones: ``param_groups(backbone, head)`` (e.g. another weight decay
-for DPAH's centers) and ``after_optimizer_step(head)`` (e.g. a projection of clamped centers).
+and may override optional ones: ``param_groups(backbone, head)`` (e.g. another weight decay
+for DPAH's centers), ``after_optimizer_step(head)`` (e.g. a projection of clamped centers), and,
+for alternating methods with per-item state, ``prepare_state(head, labels, train_index)`` and
+``after_epoch(head, outputs, step)`` (with ``needs_epoch_outputs = True`` to receive the outputs of
+all training items; see :mod:`methods.deep.contract`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,6 +63,9 @@ class DeepHashMethod(HashMethod):
 
     kind = "deep"
     input_kind = "images"
+    #: True: the trainer passes ``after_epoch`` the outputs of all training items (one extra
+    #: inference pass over them per epoch); False: ``outputs`` is None and costs nothing
+    needs_epoch_outputs: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -140,6 +146,16 @@ class DeepHashMethod(HashMethod):
 
     def after_optimizer_step(self, head: nn.Module) -> None:
         """Called after every optimiser step (e.g. to project constrained parameters)."""
+
+    def prepare_state(
+        self, head: nn.Module, labels: torch.Tensor, train_index: torch.Tensor
+    ) -> None:
+        """Called once before the first epoch: register per-item state as buffers of ``head``."""
+
+    def after_epoch(
+        self, head: nn.Module, outputs: torch.Tensor | None, step: TrainStep
+    ) -> None:
+        """Called at the end of every epoch (``outputs``: see ``needs_epoch_outputs``)."""
 
     # ------------------------------------------------------------------ contract
     def expected_input(self) -> str:

@@ -11,9 +11,20 @@ A method supplies:
 * ``build_head(in_features, n_classes)``: the head that maps backbone features to raw outputs ``u``
   and owns every method-specific parameter;
 * ``loss_terms(head, u, labels, step)``: the weighted scalar loss terms of one mini-batch;
-* optional hooks: ``param_groups(backbone, head)`` and ``after_optimizer_step(head)``.
+* optional hooks: ``param_groups(backbone, head)`` and ``after_optimizer_step(head)``;
+* for alternating methods that keep state per training item (DSDH's stored outputs and codes,
+  HBMP's target codes): ``prepare_state(head, labels, train_index)``, called once per fit before
+  the first epoch (and before a checkpoint is restored) with the N x C float labels of every row of
+  ``Y`` (CPU) and the rows used for training (long; validation rows left out), and
+  ``after_epoch(head, outputs, step)``, called at the end of every epoch; when the method sets
+  ``needs_epoch_outputs = True``, ``outputs`` holds the network's outputs (eval mode, no gradient,
+  on the device) of all training items, row i for item ``train_index[i]``; otherwise it is None and
+  nothing extra is computed. Such state lives in buffers of the head (``register_buffer``): the
+  model's state dict, and with it every checkpoint, carries it, so a resumed run continues from the
+  identical state. It must not draw from torch's global RNG (use a seeded generator of its own).
 
-The engine passes each ``loss_terms`` call a :class:`TrainStep` saying where training is.
+The engine passes each ``loss_terms`` call a :class:`TrainStep` saying where training is and which
+training items the batch holds (``batch_index``, their rows of the label matrix).
 """
 
 from __future__ import annotations
@@ -36,6 +47,9 @@ class TrainStep:
     iteration: int  # global 0-based mini-batch counter
     iterations_per_epoch: int
     total_epochs: int
+    #: rows of the training label matrix ``Y`` of the batch's items (long, on the training device);
+    #: None where no batch is meant (the ``after_epoch`` call)
+    batch_index: torch.Tensor | None = None
 
 
 class TrainableMethod(Protocol):
@@ -61,6 +75,7 @@ class TrainableMethod(Protocol):
     num_workers: int
     val_fraction: float
     progress: bool
+    needs_epoch_outputs: bool
 
     def get_params(self) -> dict[str, Any]: ...
 
@@ -73,3 +88,11 @@ class TrainableMethod(Protocol):
     def param_groups(self, backbone: nn.Module, head: nn.Module) -> list[dict[str, Any]]: ...
 
     def after_optimizer_step(self, head: nn.Module) -> None: ...
+
+    def prepare_state(
+        self, head: nn.Module, labels: torch.Tensor, train_index: torch.Tensor
+    ) -> None: ...
+
+    def after_epoch(
+        self, head: nn.Module, outputs: torch.Tensor | None, step: TrainStep
+    ) -> None: ...

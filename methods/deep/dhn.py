@@ -28,6 +28,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch, pairwise_similarity, upper_pairs
+from methods.search import LR, LogUniform
 
 __all__ = ["DHN", "dhn_loss", "log_cosh"]
 
@@ -62,6 +63,9 @@ class DHN(DeepHashMethod):
         "AAAI 2016"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr and the quantisation weight lambda over METHODS.md's grid {0.01, 0.1, 1} (the paper
+    #: cross-validates it). DHN has one own knob.
+    search_space: ClassVar[dict[str, Any]] = {"lr": LR, "lam": LogUniform(0.01, 1.0)}
 
     def __init__(self, n_bits: int = 48, seed: int = 0, *, lam: float = 0.1, **train_options: Any) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)

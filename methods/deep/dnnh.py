@@ -29,6 +29,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch, pairwise_similarity
+from methods.search import LR, LogUniform, Uniform
 
 __all__ = ["DNNH", "DivideAndEncode", "dnnh_triplet_loss", "piecewise_threshold", "sample_triplets"]
 
@@ -113,6 +114,13 @@ class DNNH(DeepHashMethod):
         "Neural Networks. CVPR 2015"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the triplet margin (squared-distance units) around the paper's 1 [R]; the threshold
+    #: width eps of the piece-wise function around the default 0.1 [D]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "margin": LogUniform(0.25, 4.0),
+        "eps": Uniform(0.02, 0.3),
+    }
 
     def __init__(
         self,

@@ -24,8 +24,12 @@ Readings where the paper is silent (METHODS.md 1.13), each an option:
   ``clamp``/``free`` the same recipes give ``theta = sigmoid(V)`` at initialisation.
 * A4: every ``1/N`` is a mean over the mini-batch. Items without any label have no positive center:
   they are left out of ``L_inter`` and ``L_intra`` (they still count in ``L_reg`` and ``L_ktl``).
-* A5: centers learn at the head's learning rate (``hash_lr_mult``); their weight decay is
-  ``center_weight_decay`` (default 5e-4, as every other parameter).
+* A5: centers learn at the head's learning rate (``hash_lr_mult``) times ``center_lr_mult``
+  (default 1, the paper's single rate); their weight decay is ``center_weight_decay`` (default
+  5e-4, as every other parameter). At the paper's rate the centers barely move (the sigmoid's
+  derivative is at most 1/4 and each center gets a gradient of about 1/C of the batch), so
+  ``center_lr_mult`` is in DPAH's search space; :meth:`DPAH.center_shift_report` says how far
+  the centers moved in a run.
 * ``balance_mode``: ``"per_sample"`` (Eq. 6 as printed) or ``"batch"`` (SSDH's released layer).
 * ``quant_norm``: Eq. (6)'s quantization term divided by K (``"bits_mean"``, default: SSDH's E2,
   the source the paper cites for L_reg) or summed over the K bits (``"sum"``, as printed). As
@@ -42,14 +46,16 @@ Variants (settings of this class, Table 1/2): ``dpah_no_kt`` = DPAH\\KT = HPA(la
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from methods.base import register, register_variant
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.losses import check_reg_options, reg_kt_terms
+from methods.search import LR, LogUniform, Uniform
 
 __all__ = [
     "CENTER_INITS",
@@ -223,6 +229,15 @@ class DPAH(DeepHashMethod):
 
     paper = DPAH_PAPER
     test_params = TEST_PARAMS
+    #: lr; the margin alpha over the range of the paper's Fig. 7 (alpha in {0, 0.2, ..., 0.8});
+    #: center_lr_mult from the paper's 1 up to 100, about the factor C by which a per-center
+    #: gradient of ~1/C is smaller than the hash layer's (issue 11, item 4). t stays at 10 (Fig. 6:
+    #: insensitive over [5, 10]).
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "alpha": Uniform(0.0, 0.8),
+        "center_lr_mult": LogUniform(1.0, 100.0),
+    }
 
     def __init__(
         self,
@@ -237,6 +252,7 @@ class DPAH(DeepHashMethod):
         center_param: str = "sigmoid",
         center_init: str = "normal",
         center_weight_decay: float = 5e-4,
+        center_lr_mult: float = 1.0,
         balance_mode: str = "per_sample",
         quant_norm: str = "bits_mean",
         **train_options: Any,
@@ -251,6 +267,7 @@ class DPAH(DeepHashMethod):
         self.center_param = center_param
         self.center_init = center_init
         self.center_weight_decay = center_weight_decay
+        self.center_lr_mult = center_lr_mult
         self.balance_mode = balance_mode
 
     def _check_params(self) -> None:
@@ -258,6 +275,9 @@ class DPAH(DeepHashMethod):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        v = self.center_lr_mult
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and np.isfinite(v)):
+            raise ValueError(f"center_lr_mult must be a positive number, got {v!r}")
         check_reg_options(self.balance_mode, self.quant_norm)
         if self.center_param not in CENTER_PARAMS:
             raise ValueError(
@@ -268,7 +288,10 @@ class DPAH(DeepHashMethod):
 
     def build_head(self, in_features: int, n_classes: int) -> nn.Module:
         self._check_params()
-        return PAHead(in_features, self.n_bits, n_classes, self.center_param, self.center_init)
+        head = PAHead(in_features, self.n_bits, n_classes, self.center_param, self.center_init)
+        #: theta at initialisation, for center_shift_report
+        self.initial_centers_ = head.centers().detach().cpu().numpy().copy()
+        return head
 
     def param_groups(self, backbone: nn.Module, head: nn.Module) -> list[dict[str, Any]]:
         groups = super().param_groups(backbone, head)
@@ -278,7 +301,7 @@ class DPAH(DeepHashMethod):
         groups.append(
             {
                 "params": [center],
-                "lr": self.lr * self.hash_lr_mult,
+                "lr": self.lr * self.hash_lr_mult * self.center_lr_mult,
                 "weight_decay": self.center_weight_decay,
             }
         )
@@ -308,6 +331,27 @@ class DPAH(DeepHashMethod):
     def centers(self) -> Any:
         """The learned class centers theta (C x K numpy array in (0,1) for ``sigmoid``)."""
         return self.model_.head.centers().detach().cpu().numpy()
+
+    def center_shift_report(self) -> dict[str, float]:
+        """How far the class centers moved between initialisation and the end of training.
+
+        ``mean_abs_change`` and ``max_abs_change`` of ``theta`` (C x K entries) and
+        ``sign_flip_fraction``: the fraction of entries whose bit ``theta >= 0.5`` changed (the
+        sign of V for ``center_param="sigmoid"``, i.e. the center's binary code).
+        """
+        start = getattr(self, "initial_centers_", None)
+        if not getattr(self, "is_fitted_", False) or start is None:
+            from methods.base import NotFittedError
+
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, Y) first")
+        end = self.centers()
+        change = np.abs(end.astype(np.float64) - start.astype(np.float64))
+        flipped = (end >= 0.5) != (start >= 0.5)
+        return {
+            "mean_abs_change": float(change.mean()),
+            "max_abs_change": float(change.max()),
+            "sign_flip_fraction": float(flipped.mean()),
+        }
 
 
 #: Table 1 "HPA(lambda=0.01)" and Table 2 "DPAH\KT loss": DPAH without the KT loss.

@@ -26,6 +26,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch, pairwise_similarity, upper_pairs
+from methods.search import LR, LogUniform, Uniform
 
 __all__ = ["DSH", "dsh_loss"]
 
@@ -63,6 +64,14 @@ class DSH(DeepHashMethod):
         "CVPR 2016"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the margin c K with c in [1, 4] around the official 2K (CIFAR-10/train_test.prototxt:
+    #: bi_margin 24 at 12 bits); alpha a decade either side of the official 0.01
+    #: [D: ranges of this project; the DSH paper's sweep was not checked]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "margin": Uniform(1.0, 4.0, bits_power=1),
+        "alpha": LogUniform(1e-3, 1e-1),
+    }
 
     def __init__(
         self,

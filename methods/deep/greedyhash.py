@@ -28,6 +28,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch
+from methods.search import LR, LogUniform
 
 __all__ = ["GreedyHash", "GreedyHashHead", "greedy_penalty", "sign_straight_through"]
 
@@ -65,6 +66,9 @@ class GreedyHash(DeepHashMethod):
         "Coding in CNN. NeurIPS 2018"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr and the penalty weight alpha over the official 0.1 (cifar1.py) to 1 (imagenet.py), a
+    #: decade beyond each. Greedy Hash has one own knob.
+    search_space: ClassVar[dict[str, Any]] = {"lr": LR, "alpha": LogUniform(0.01, 10.0)}
 
     def __init__(
         self,

@@ -14,21 +14,36 @@
   ``x_ij = alpha_s <h_i, h_j>``, ``s_ij = 1`` iff the items share a label.
 
   - ``pair_weighting="batch"`` (default, the paper's): ``w_ij = |S| / |S_1|`` for similar and
-    ``|S| / |S_0|`` for dissimilar pairs, counted over the pairs of the current mini-batch.
-  - ``pair_weighting="fixed"`` (the released code): similar pairs weigh ``class_num``, dissimilar
-    pairs 1. ``class_num=None`` computes it as the released README instructs,
-    ``(#zeros + #ones) / #ones`` of the training similarity matrix (on at most 10,000 training rows,
-    seeded); the released configs use 100 (ImageNet), 1 (COCO), 5 (NUS-WIDE-81).
-
-  The sum is normalised by the total weight ``sum w_ij`` (the Caffe layer's normalisation), so the
-  loss value is a weighted mean over pairs.
+    ``|S| / |S_0|`` for dissimilar pairs, counted over the pairs of the current mini-batch, and the
+    sum divided by the number of pairs ``|S|``, as the official ``pairwise_loss_updated`` of
+    thuml/HashNet ``pytorch/src/loss.py`` (@85387b8) does. Its total weight is ``2|S|`` when both
+    kinds of pair occur, so the value is twice the weighted mean.
+  - ``pair_weighting="batch_mean"``: the same weights divided by their total ``sum w_ij`` (a
+    weighted mean): half of ``"batch"``, i.e. ``"batch"`` at half the learning rate. This was the
+    default before issue 11; kept to reproduce older results.
+  - ``pair_weighting="fixed"`` (the released code: the Caffe ``pairwise_loss_layer.cu`` and the
+    PyTorch ``pairwise_loss`` that ``pytorch/src/train.py`` calls): similar pairs weigh
+    ``class_num``, dissimilar pairs 1, the sum divided by the total weight ``sum w_ij``.
+    ``class_num=None`` computes it as the released README instructs, ``(#zeros + #ones) / #ones``
+    of the training similarity matrix (on at most 10,000 training rows, seeded); the released
+    configs use 100 (ImageNet), 1 (COCO), 5 (NUS-WIDE-81).
 * Numerical guard (released ``l_threshold = 15``): ``log(1 + exp(x))`` is replaced by ``x`` when
   ``x > 15``.
 * Pairs: every unordered pair ``i < j`` within one mini-batch. The released code instead draws two
   independent mini-batches and uses only the cross pairs between them; with one shared loop for every
   deep method we use in-batch pairs (same estimator of the same objective, different pair sample).
-* The paper's continuous similarity for multi-label data (label overlap) is off, as in the released
-  configs (``continous_similarity: false``).
+* Continuous similarity (``continuous_similarity=True``): the released
+  ``caffe/models/train/{imagenet,coco,nuswide_81}/train_val.prototxt`` all set
+  ``continous_similarity: true`` (only the example in ``caffe/models/train/README.md`` says
+  false). In ``pairwise_loss_layer.cu`` it multiplies the gradient of every pair by
+  ``4 c_ij``, ``c_ij = <y_i, y_j>^2 / (|y_i|^2 |y_j|^2)`` (squared cosine of the label vectors) for
+  pairs sharing a label and ``c_ij = 0.25`` otherwise, without changing the normalisation: similar
+  pairs get ``4 cos^2`` (4 for identical or single-label pairs), dissimilar pairs 1. Here the
+  per-pair loss is multiplied by that factor (so value and gradient agree; the Caffe layer's
+  printed value omits it). Default off, the paper's form; the published recipe
+  (:mod:`methods.deep.recipes`) turns it on with ``pair_weighting="fixed"``, the released
+  configuration. The Caffe backward also carries a factor 2 on every pair that its forward lacks
+  (the PyTorch port has none); it is not reproduced.
 """
 
 from __future__ import annotations
@@ -43,16 +58,18 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch, pairwise_similarity, upper_pairs
+from methods.search import LR, LogUniform
 
 __all__ = [
     "HashNet",
+    "continuous_similarity_factor",
     "hashnet_beta",
     "hashnet_loss",
     "hashnet_pair_weights",
     "training_class_num",
 ]
 
-PAIR_WEIGHTINGS = ("batch", "fixed")
+PAIR_WEIGHTINGS = ("batch", "batch_mean", "fixed")
 
 
 def hashnet_beta(
@@ -76,11 +93,11 @@ def hashnet_pair_weights(
 ) -> torch.Tensor:
     """Weights ``w_ij`` of the pairs selected by ``mask`` (0 elsewhere).
 
-    ``mode="batch"``: ``|S|/|S_1|`` similar, ``|S|/|S_0|`` dissimilar (counts over the masked pairs);
-    ``mode="fixed"``: ``class_num`` similar, 1 dissimilar.
+    ``mode="batch"`` / ``"batch_mean"``: ``|S|/|S_1|`` similar, ``|S|/|S_0|`` dissimilar (counts
+    over the masked pairs); ``mode="fixed"``: ``class_num`` similar, 1 dissimilar.
     """
     maskf = mask.to(sim.dtype)
-    if mode == "batch":
+    if mode in ("batch", "batch_mean"):
         n_all = maskf.sum()
         n_sim = (sim * maskf).sum()
         n_dis = n_all - n_sim
@@ -94,6 +111,21 @@ def hashnet_pair_weights(
     return w * maskf
 
 
+def continuous_similarity_factor(labels: torch.Tensor) -> torch.Tensor:
+    """Released Caffe layer's per-pair gradient factor ``4 c_ij`` (B x B, see the module notes).
+
+    ``c_ij = <y_i, y_j>^2 / (|y_i|^2 |y_j|^2)`` where the labels overlap (a zero norm counts as 1),
+    ``0.25`` otherwise; so 1 for dissimilar pairs and ``4 cos^2(y_i, y_j)`` for similar ones.
+    """
+    lab = labels.to(torch.float64)
+    dot = lab @ lab.T
+    norms = (lab * lab).sum(dim=1)
+    norms = torch.where(norms == 0, torch.ones_like(norms), norms)
+    c = dot * dot / (norms.unsqueeze(1) * norms.unsqueeze(0))
+    c = torch.where(c == 0, torch.full_like(c, 0.25), c)
+    return 4.0 * c
+
+
 def hashnet_loss(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -103,10 +135,13 @@ def hashnet_loss(
     pair_weighting: str = "batch",
     class_num: float = 1.0,
     l_threshold: float = 15.0,
+    continuous_similarity: bool = False,
 ) -> torch.Tensor:
     """HashNet's weighted pairwise cross-entropy (paper Eq. 3) on ``h = tanh(beta z)``.
 
-    ``sum_{i<j} w_ij [log(1+exp(x_ij)) - s_ij x_ij] / sum_{i<j} w_ij`` with ``x = alpha_s <h_i,h_j>``.
+    ``sum_{i<j} f_ij w_ij [log(1+exp(x_ij)) - s_ij x_ij] / D`` with ``x = alpha_s <h_i,h_j>``,
+    ``D = |S|`` (number of pairs) for ``"batch"`` and ``sum w_ij`` otherwise; ``f_ij`` is the
+    continuous-similarity factor (1 when off).
     """
     check_pair_batch(z, labels)
     n = z.shape[0]
@@ -120,7 +155,10 @@ def hashnet_loss(
     per_pair = softplus - sim * x
     mask = upper_pairs(n, z.device)
     w = hashnet_pair_weights(sim, mask, pair_weighting, class_num)
-    return (w * per_pair).sum() / w.sum()
+    denominator = mask.sum().to(z.dtype) if pair_weighting == "batch" else w.sum()
+    if continuous_similarity:
+        per_pair = per_pair * continuous_similarity_factor(labels).to(z.dtype)
+    return (w * per_pair).sum() / denominator
 
 
 def training_class_num(Y: np.ndarray, *, max_rows: int = 10_000, seed: int = 0) -> float:
@@ -147,8 +185,10 @@ def training_class_num(Y: np.ndarray, *, max_rows: int = 10_000, seed: int = 0) 
 class HashNet(DeepHashMethod):
     """HashNet: tanh continuation + weighted pairwise cross-entropy with adaptive sigmoid.
 
-    ``alpha_s=None`` means ``10 / n_bits``. ``pair_weighting`` is ``"batch"`` (paper) or ``"fixed"``
-    (released code, positive weight ``class_num``; ``None`` = computed from the training labels).
+    ``alpha_s=None`` means ``10 / n_bits``. ``pair_weighting`` is ``"batch"`` (paper, at the scale
+    of the official ``pairwise_loss_updated``), ``"batch_mean"`` (half of it, the pre-issue-11
+    default) or ``"fixed"`` (released code, positive weight ``class_num``; ``None`` = computed from
+    the training labels). ``continuous_similarity``: the released configs' gradient factor.
     """
 
     paper = (
@@ -156,6 +196,15 @@ class HashNet(DeepHashMethod):
         "ICCV 2017"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; alpha_s = c / K with c one decade either side of the released 10 (``sigmoid_param =
+    #: 10 / code length`` in every released train_val.prototxt); the continuation speed gamma
+    #: around the released 0.005 (``scale_tanh_param``) [D: ranges of this project, the HashNet
+    #: paper gives no sweep we could check]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "alpha_s": LogUniform(1.0, 100.0, bits_power=-1),
+        "continuation_gamma": LogUniform(1e-3, 2e-2),
+    }
 
     def __init__(
         self,
@@ -170,9 +219,11 @@ class HashNet(DeepHashMethod):
         continuation_power: float = 0.5,
         continuation_step: int = 200,
         l_threshold: float = 15.0,
+        continuous_similarity: bool = False,
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.continuous_similarity = continuous_similarity
         self.alpha_s = alpha_s
         self.pair_weighting = pair_weighting
         self.class_num = class_num
@@ -211,6 +262,10 @@ class HashNet(DeepHashMethod):
             raise ValueError(
                 f"continuation_step must be a positive integer, got {self.continuation_step!r}"
             )
+        if not isinstance(self.continuous_similarity, bool):
+            raise TypeError(
+                f"continuous_similarity must be True or False, got {self.continuous_similarity!r}"
+            )
         for name in ("beta0", "continuation_gamma", "continuation_power", "l_threshold"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0):
@@ -241,5 +296,6 @@ class HashNet(DeepHashMethod):
             pair_weighting=self.pair_weighting,
             class_num=class_num,
             l_threshold=self.l_threshold,
+            continuous_similarity=self.continuous_similarity,
         )
         return {"pairwise": loss}

@@ -29,6 +29,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.losses import check_reg_options, reg_loss
+from methods.search import LR, LogUniform, Uniform
 
 __all__ = [
     "ContrastiveHashing",
@@ -187,6 +188,14 @@ class ContrastiveHashing(_Table1Mixin, DeepHashMethod):
         "(pair-wise contrastive loss; Hadsell, Chopra, LeCun, CVPR 2006)"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the margin as a multiple c of K (c K in d_H units) from K/16 to K/2 (the largest d_H
+    #: between two (0,1)^K vectors), around the default K/4; the weight beta of L_reg a decade
+    #: either side of the paper's 1 [D: the paper gives no margin, A15]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "margin": Uniform(1 / 16, 1 / 2, bits_power=1),
+        "beta": LogUniform(0.1, 10.0),
+    }
 
     margin_divisor = 4
 
@@ -211,6 +220,12 @@ class TripletHashing(_Table1Mixin, DeepHashMethod):
         "(triplet-wise loss, batch-all mining)"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the margin c K over METHODS.md's grid K/16 .. K/4 (default K/8); beta as contrastive
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "margin": LogUniform(1 / 16, 1 / 4, bits_power=1),
+        "beta": LogUniform(0.1, 10.0),
+    }
 
     margin_divisor = 8
 

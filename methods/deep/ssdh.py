@@ -13,11 +13,16 @@ Objective ``alpha E1 + beta E2 + gamma E3`` with all weights 1 as in the release
   activation away from 0.5.
 * E3, 50% firing rate: ``mean_n (mean_k h_nk - 0.5)^2`` (paper form: per-sample means).
 
-``reg_normalisation="caffe"`` instead reproduces the released layers exactly: E2 =
-``-sum (h - 0.5)^2 / (2 B^2 K)`` (``K1_euclidean_loss_layer.cpp`` reports the positive value and
-back-propagates the gradient of its negative, i.e. this) and E3 = ``(mean over the whole batch - 0.5)^2
-/ (2B)`` (``K2_euclidean_loss_layer.cpp``, batch-level mean). The default is the paper's form
-(``"paper"``), because the Caffe scaling makes E2 shrink with the batch size.
+``reg_normalisation="caffe"`` reproduces the released layers at HEAD of
+kevinlin311tw/Caffe-DeepBinaryCode (@9eaa766; the layers last changed in 46ccfc8, "fixed bug in
+the process of back-propagation"): ``src/caffe/layers/K1_euclidean_loss_layer.cpp`` gives
+E2 = ``-sum (h - 0.5)^2 / (2 B K)`` (``count`` = B K entries), and ``examples/SSDH/train_val.prototxt``
+average-pools ``latent_sigmoid`` over the K bits (``Pooling AVE``, ``kernel_w`` = K) before
+``K2_euclidean_loss_layer.cpp``, so E3 = ``sum_n (mean_k h_nk - 0.5)^2 / (2B)``, per sample as the
+paper states. Both are the paper's forms halved (the 1/2 of Caffe's Euclidean losses).
+``reg_normalisation="caffe_pre_46ccfc8"`` keeps the code before that commit: E2 =
+``-sum (h - 0.5)^2 / (2 B^2 K)`` and E3 = ``(mean over the whole batch - 0.5)^2 / (2B)`` (no pooling,
+a batch-level mean). The default is the paper's form (``"paper"``).
 
 The head returns the latent layer's pre-activation ``a`` (``h = sigmoid(a)``), so codes ``1[h >= 0.5]``
 are computed exactly as ``a >= 0`` (no rounding of ``sigmoid`` to 0.5).
@@ -35,11 +40,12 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch
+from methods.search import LR, LogUniform
 
 __all__ = ["SSDH", "SSDHHead", "l2svm_loss", "ssdh_e2", "ssdh_e3"]
 
 CLASSIFICATIONS = ("auto", "softmax", "l2svm", "bce")
-REG_NORMALISATIONS = ("paper", "caffe")
+REG_NORMALISATIONS = ("paper", "caffe", "caffe_pre_46ccfc8")
 
 
 class SSDHHead(nn.Module):
@@ -70,7 +76,9 @@ def ssdh_e2(h: torch.Tensor, normalisation: str = "paper") -> torch.Tensor:
     sq = ((h - 0.5) ** 2).sum()
     if normalisation == "paper":
         return -sq / (k * n)
-    if normalisation == "caffe":
+    if normalisation == "caffe":  # K1 layer at HEAD: -sum / (2 count), count = B K
+        return -sq / (2.0 * n * k)
+    if normalisation == "caffe_pre_46ccfc8":
         return -sq / (2.0 * n * n * k)
     raise ValueError(f"reg_normalisation must be one of {REG_NORMALISATIONS}, got {normalisation!r}")
 
@@ -80,7 +88,9 @@ def ssdh_e3(h: torch.Tensor, normalisation: str = "paper") -> torch.Tensor:
     n = h.shape[0]
     if normalisation == "paper":
         return ((h.mean(dim=1) - 0.5) ** 2).mean()
-    if normalisation == "caffe":
+    if normalisation == "caffe":  # AVE pooling over the bits, then K2: sum / (2 count), count = B
+        return ((h.mean(dim=1) - 0.5) ** 2).sum() / (2.0 * n)
+    if normalisation == "caffe_pre_46ccfc8":
         return (h.mean() - 0.5) ** 2 / (2.0 * n)
     raise ValueError(f"reg_normalisation must be one of {REG_NORMALISATIONS}, got {normalisation!r}")
 
@@ -94,6 +104,13 @@ class SSDH(DeepHashMethod):
         "Convolutional Neural Networks. TPAMI 2018"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the weights of E2 (beta) and E3 (gamma) one decade either side of the released 1
+    #: (``loss_weight: 1`` in examples/SSDH/train_val.prototxt) [D: range of this project]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "beta": LogUniform(0.1, 10.0),
+        "gamma": LogUniform(0.1, 10.0),
+    }
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch, pairwise_similarity
+from methods.search import LR, LogUniform, Uniform
 
 __all__ = ["TALR", "apr_loss", "default_nbins"]
 
@@ -90,6 +91,14 @@ class TALR(DeepHashMethod):
         "CVPR 2018"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the relaxation steepness gamma over the official settings 1 (run_cifar_s1.m) to 10
+    #: (run_imagenet.m) and a little beyond; delta from 1 (every run script) to 3 (main/get_opts.m:
+    #: "use delta>1 to smooth the gradients")
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "gamma": LogUniform(0.5, 20.0),
+        "delta": Uniform(1.0, 3.0),
+    }
 
     def __init__(
         self,

@@ -6,7 +6,10 @@ batching and preprocessing of the inputs, the backbone, the SGD
 optimiser (paper settings: momentum 0.9, weight decay 5e-4, fixed learning rate 1e-3; optional
 ``hash_lr_mult`` for the new layers), the fixed-length schedule, seeding, per-epoch checkpoints with
 atomic writes, resumption of an interrupted run to the identical result, the NaN/inf guard, the
-progress bar and the per-epoch loss history.
+progress bar and the per-epoch loss history. Alternating methods (DSDH, HBMP) get their per-item
+state prepared before the first epoch and a per-epoch step with the outputs of all training items
+(the hooks of :mod:`methods.deep.contract`); that state lives in the head's buffers, so the
+checkpoint carries it.
 
 Reproducibility: all randomness of a run (initialisation, shuffling, augmentation, dropout) comes
 from ``torch.manual_seed(seed)`` inside :func:`torch.random.fork_rng` (the caller's global RNG state
@@ -211,6 +214,24 @@ def _preprocess(
     ).to(device, non_blocking=True)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's state, or None after discarding (with a warning naming it) a damaged one.
+
+    An empty, truncated or foreign file (an interrupted copy, a full disk) must not make its cell
+    fail on every rerun: it is deleted and training restarts from epoch 0.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a checkpoint of this trainer (unknown format)")
+    except Exception as exc:  # noqa: BLE001 — EOFError, UnpicklingError, RuntimeError, ...
+        warnings.warn(f"discarding the damaged checkpoint {path} ({type(exc).__name__}: {exc}); "
+                      "training restarts from epoch 0", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
 def fit_model(method: TrainableMethod, X: Any, Y: np.ndarray) -> FitResult:
     """Train ``method``'s backbone + head on ``(X, Y)``; see the module docstring."""
     device = resolve_device(method.device)
@@ -256,6 +277,9 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
         raise TypeError(
             f"{type(method).__name__}.build_head must return an nn.Module, got {type(head)}"
         )
+    labels_all = torch.as_tensor(Y, dtype=torch.float32)
+    # per-item state (buffers of the head) exists before a checkpoint is restored into it
+    method.prepare_state(head, labels_all, torch.as_tensor(all_idx, dtype=torch.long))
     model = TrainedModel(backbone, head).to(device)
     optimizer = torch.optim.SGD(
         method.param_groups(backbone, head),
@@ -268,7 +292,6 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
         warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=3)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    labels_all = torch.as_tensor(Y, dtype=torch.float32)
     iters_per_epoch = len(_split_batches(all_idx, method.batch_size))
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -278,10 +301,7 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
     fingerprint = _fingerprint(method, data, Y) if ckpt_path else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if method.resume and ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ckpt_path} has an unknown checkpoint format")
+        if method.resume and ckpt_path.is_file() and (state := read_checkpoint(ckpt_path)):
             if state["fingerprint"] != fingerprint:
                 raise ValueError(
                     f"cannot resume from {ckpt_path}: it was written by a run with other "
@@ -323,15 +343,16 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
             term_sums: torch.Tensor | None = None
             n_seen = 0
             for b, (idx, xb) in enumerate(zip(batches, data.batches(batches))):
+                rows = torch.as_tensor(idx, dtype=torch.long)
                 step = TrainStep(
                     epoch=epoch,
                     iteration=epoch * iters_per_epoch + b,
                     iterations_per_epoch=iters_per_epoch,
                     total_epochs=method.epochs,
+                    batch_index=rows.to(device, non_blocking=True),
                 )
                 x = _preprocess(method, xb, device, train=True, generator=generator)
-                yb = labels_all.index_select(0, torch.as_tensor(idx, dtype=torch.long))
-                yb = yb.to(device, non_blocking=True)
+                yb = labels_all.index_select(0, rows).to(device, non_blocking=True)
                 if use_amp:
                     with torch.autocast(device_type=device.type):
                         u = model(x)
@@ -373,6 +394,21 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
                     term_sums.add_(batch_terms, alpha=w)
                 if bar is not None:
                     bar.update(1)
+            # the alternating methods' per-epoch step (a no-op for the others)
+            outputs = None
+            if method.needs_epoch_outputs:
+                outputs = _forward_all(method, model, data, all_idx, device)
+                model.train()
+            method.after_epoch(
+                head,
+                outputs,
+                TrainStep(
+                    epoch=epoch,
+                    iteration=(epoch + 1) * iters_per_epoch - 1,
+                    iterations_per_epoch=iters_per_epoch,
+                    total_epochs=method.epochs,
+                ),
+            )
             record: dict[str, float] = {"epoch": epoch + 1}
             if term_sums is not None:
                 record.update(
@@ -439,7 +475,9 @@ def _validation_terms(
     sums: dict[str, float] = {}
     for idx, xb in zip(batches, data.batches(batches)):
         u = model(_preprocess(method, xb, device, train=False, generator=None)).float()
-        terms = method.loss_terms(model.head, u, labels_all[torch.as_tensor(idx)].to(device), step)
+        rows = torch.as_tensor(idx, dtype=torch.long)
+        step.batch_index = rows.to(device)
+        terms = method.loss_terms(model.head, u, labels_all[rows].to(device), step)
         terms["loss"] = sum(terms.values())
         for k, v in terms.items():
             sums["val_" + k] = sums.get("val_" + k, 0.0) + float(v) * len(idx)
@@ -458,20 +496,32 @@ def predict_outputs(
 ) -> np.ndarray:
     """Raw outputs ``u`` (N x n_bits float32) in eval mode, test-time preprocessing."""
     data = InputData(X, method.backbone, method.num_workers)
-    if batch_size is None:
-        batch_size = 4096 if data.kind == "features" else max(int(method.batch_size), 1)
-    order = np.arange(data.n)
-    batches = [order[i : i + batch_size] for i in range(0, data.n, batch_size)]
-    model.eval()
-    out = []
-    for xb in data.batches(batches):
-        out.append(
-            model(_preprocess(method, xb, device, train=False, generator=None)).float().cpu()
-        )
-    u = torch.cat(out).numpy()
+    u = _forward_all(method, model, data, np.arange(data.n), device, batch_size).cpu().numpy()
     if not np.all(np.isfinite(u)):
         raise FloatingPointError("the network produced NaN/inf outputs at encode time")
     return u
+
+
+@torch.no_grad()
+def _forward_all(
+    method: TrainableMethod,
+    model: TrainedModel,
+    data: InputData,
+    index: np.ndarray,
+    device: torch.device,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Outputs (len(index) x n_bits float32, on ``device``) of the items ``index`` in eval mode
+    with test-time preprocessing; leaves the model in eval mode."""
+    if batch_size is None:
+        batch_size = 4096 if data.kind == "features" else max(int(method.batch_size), 1)
+    batches = [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
+    model.eval()
+    out = [
+        model(_preprocess(method, xb, device, train=False, generator=None)).float()
+        for xb in data.batches(batches)
+    ]
+    return torch.cat(out)
 
 
 MIN_RELATIVE_DECREASE = 0.01

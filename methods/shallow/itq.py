@@ -9,11 +9,14 @@ the papers and checked against the authors' MATLAB ``ITQ.m`` and ``cca.m``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from methods.base import HashMethod, register
+from methods.search import IntRange, LogUniform
 
 __all__ = ["ITQ", "SITQ", "itq_rotation"]
 
@@ -89,6 +92,9 @@ class ITQ(HashMethod):
 
     paper = "Gong & Lazebnik, Iterative Quantization, CVPR 2011 / TPAMI 2013"
     supervised = False
+    #: the rotation updates around the paper's 50 ("usually enough", CVPR'11 Sec. 2.3); ITQ has
+    #: one parameter
+    search_space: ClassVar[dict[str, Any]] = {"n_iter": IntRange(10, 100)}
 
     def __init__(self, n_bits: int = 48, seed: int = 0, n_iter: int = 50) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
@@ -167,6 +173,11 @@ class SITQ(ITQ):
 
     paper = "Gong, Lazebnik, Gordo & Perronnin, Iterative Quantization, TPAMI 2013 (CCA-ITQ)"
     supervised = True
+    #: n_iter as ITQ; the CCA ridge two decades either side of cca.m's 1e-4
+    search_space: ClassVar[dict[str, Any]] = {
+        "n_iter": IntRange(10, 100),
+        "reg": LogUniform(1e-6, 1e-2),
+    }
 
     def __init__(
         self, n_bits: int = 48, seed: int = 0, n_iter: int = 50, reg: float = 1e-4

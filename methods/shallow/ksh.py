@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from methods.base import HashMethod, register
+from methods.search import IntRange
 from methods.shallow.sdh import drop_unlabelled, squared_distances
 
 __all__ = ["KSH", "pairwise_similarity", "refine_projection"]
@@ -115,6 +116,10 @@ class KSH(HashMethod):
     paper = "Liu, Wang, Ji, Jiang & Chang, Supervised Hashing with Kernels, CVPR 2012"
     supervised = True
     test_params: ClassVar[dict[str, Any]] = {"n_anchors": 20, "n_labelled": 60}
+    #: the number of anchors around KSH_demo.m's 300, at most 500 so that the smallest training
+    #: set (the smoke preset's 500 digits) still holds them. One parameter: n_labelled is the
+    #: protocol's labelled budget (1,000 in the DPAH setting), not a knob to tune.
+    search_space: ClassVar[dict[str, Any]] = {"n_anchors": IntRange(100, 500)}
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from methods.base import HashMethod, register
@@ -18,6 +20,8 @@ class LSH(HashMethod):
 
     paper = "Gionis, Indyk, Motwani, VLDB 1999; Charikar, STOC 2002 (random hyperplanes)"
     supervised = False
+    #: data-independent: nothing to tune (the empty space of HashMethod, stated here on purpose)
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_bits: int = 48, seed: int = 0) -> None:
         super().__init__(n_bits=n_bits, seed=seed)

@@ -14,6 +14,7 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from methods.base import HashMethod, register
+from methods.search import LogUniform, Uniform
 
 __all__ = ["SDH", "drop_unlabelled", "rbf_features", "squared_distances"]
 
@@ -114,6 +115,14 @@ class SDH(HashMethod):
     paper = "Shen, Shen, Liu & Shen, Supervised Discrete Hashing, CVPR 2015"
     supervised = True
     test_params: ClassVar[dict[str, Any]] = {"n_anchors": 50}
+    #: the classifier ridge lam (demo 1), the code-fitting weight nu (demo 1e-5), each two decades
+    #: either side of the demo's value, and the RBF width sigma around the demo's 0.4 "for
+    #: normalized data" [D: ranges of this project]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lam": LogUniform(1e-2, 1e2),
+        "nu": LogUniform(1e-7, 1e-3),
+        "sigma": Uniform(0.2, 0.8),
+    }
 
     def __init__(
         self,
