@@ -93,6 +93,16 @@ def _override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _tune_trials(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tune needs a number of trials, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--tune needs at least 1 trial, got {value}")
+    return value
+
+
 def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -129,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--figure", action="append", choices=FIGURE_CHOICES, default=[],
                       help="figure to regenerate: pr (Fig. 8, precision-recall at 48 bits), "
                       "t-sensitivity (Fig. 6), alpha-sensitivity (Fig. 7), kt-loss (Fig. 4), "
-                      "distribution (Figs. 3/5, u before thresholding), tsne (Fig. 9). Repeatable.")
+                      "distribution (Figs. 3/5, u before thresholding), tsne (Fig. 9), "
+                      "retrieval (Figs. 10/11: top-5 of two seeded queries, from stored codes). "
+                      "Repeatable.")
     what.add_argument("--all", action="store_true",
                       help="every table and every figure")
     what.add_argument("--preset", choices=list(PRESETS), default="cpu",
@@ -161,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "use is an error)")
     narrow.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                         help="seeds to run and aggregate (mean +- std); default: the preset's (0)")
+
+    fair = p.add_argument_group("recipes and tuning (deep methods' training recipe; an equal "
+                                "tuning budget for every method)")
+    fair.add_argument("--recipe", choices=["shared", "published"], default=None,
+                      help="deep methods' training recipe: shared (one recipe for everyone, the "
+                      "preset's: what the DPAH paper implies) or published (each method's "
+                      "official recipe, methods/deep/recipes.py, each entry citing its file). "
+                      "Default: published in the paper preset, shared elsewhere. Every table "
+                      "says which recipe each row used.")
+    fair.add_argument("--tune", type=_tune_trials, default=None, metavar="N",
+                      help="give every method the same N Optuna trials on each dataset column, "
+                      "over the search space declared next to its class (lr plus at most two "
+                      "of its own knobs), scored by mAP on validation queries drawn from the "
+                      "training split and ranked against the rest of it (never the query set "
+                      "or database); tuned at one code length (the preset's tune_bits) and "
+                      "reused at the others; the best configuration is retrained on the whole "
+                      "training split. Resumable: trials are stored in "
+                      "<results>/<preset>/tuning/.")
 
     own = p.add_argument_group("your own method and settings")
     own.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
@@ -503,6 +533,7 @@ def _main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True,
     )
     logging.captureWarnings(True)  # e.g. a damaged checkpoint's warning goes to the same log
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
     from benchmarks.runner.plugins import PluginError, load_plugins
 
     plugins = tuple(str(Path(p).resolve()) if p.endswith(".py") or Path(p).exists() else p
@@ -530,6 +561,14 @@ def _main(argv: list[str] | None = None) -> int:
         log.info("%s", ud.summary())
     preset = replace(preset, overrides=tuple(args.overrides),
                      extra_methods=_extra_methods(args, exps, preset))
+    if args.recipe:
+        preset = replace(preset, recipe=args.recipe)
+    if args.tune:
+        from benchmarks.runner.tuning import TuneSpec
+
+        spec = TuneSpec(n_trials=args.tune, bits=preset.tune_bits)
+        preset = replace(preset, tune=tuple(sorted((k, v) for k, v in vars(spec).items()
+                                                   if k != "bits")))
     try:
         cells = plan_cells(exps, preset, args)
     except UsageError as exc:
@@ -582,10 +621,13 @@ def _main(argv: list[str] | None = None) -> int:
                 print()
                 print(paths["md"].read_text())
             else:
-                paths = render_figure(exp, preset, store, seeds, style=args.style)
-                lacking = missing_inputs(exp, preset, store, seeds)
+                paths = render_figure(exp, preset, store, seeds, style=args.style,
+                                      data_root=args.data_root)
+                lacking = missing_inputs(exp, preset, store, seeds, data_root=args.data_root)
                 if lacking:
-                    figure_gaps.append(f"{FIGURE_FILES[exp.name]}: {len(lacking)} input"
+                    files = FIGURE_FILES[exp.name]
+                    files = files if isinstance(files, str) else ", ".join(files)
+                    figure_gaps.append(f"{files}: {len(lacking)} input"
                                        f"{'s' * (len(lacking) > 1)} missing: "
                                        + "; ".join(lacking))
             written += list(paths.values())

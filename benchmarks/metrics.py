@@ -41,6 +41,8 @@ __all__ = [
     "NO_HIT_RULES",
     "TIE_RULE",
     "average_precision_at_k",
+    "cosine_map_at_k",
+    "cosine_per_query_ap",
     "evaluate",
     "hamming_distances",
     "map_at_k",
@@ -748,3 +750,70 @@ def evaluate(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
         res["precision_at_k"] = {str(a): v for a, v in zip(kl, p)}
         res["recall_at_k"] = {str(a): v for a, v in zip(kl, rc)}
     return res
+
+
+# --------------------------------------------------------------------------- float ranking
+# Unhashed features (the reference rows' ceiling, Sablayrolles et al., ICASSP 2017): cosine
+# similarity on float embeddings instead of Hamming distance; the rest (AP, no_hit) as above.
+
+#: working set of one block of float-ranking queries (similarities, order, relevance)
+_FLOAT_BLOCK_BYTES = 64 * 2**20
+
+
+def _check_embeddings(emb: Any, name: str) -> np.ndarray:
+    arr = np.asarray(emb)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D N x D float array, got shape "
+                         f"{arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; an all-zero row stays zero (cosine 0 to everything)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1).astype(x.dtype)
+
+
+def cosine_per_query_ap(query_emb: Any, db_emb: Any, query_labels: Any, db_labels: Any,
+                        k: int | None = None, no_hit: str = "drop") -> np.ndarray:
+    """Per-query AP@k of cosine ranking on float embeddings, as :func:`per_query_ap` returns it.
+
+    Ranking: descending cosine similarity, ties broken by ascending database index (a stable
+    sort of the negated similarities; the Hamming engine's db_index rule). Similarities are
+    computed in float32 (float64 when both inputs are float64); an all-zero vector has cosine 0
+    to every item. AP@k, relevance and ``no_hit`` are those of :func:`map_at_k`. Work is blocked
+    over queries, so memory stays bounded whatever the database size.
+    """
+    _check_no_hit(no_hit)
+    q = _check_embeddings(query_emb, "query_emb")
+    db = _check_embeddings(db_emb, "db_emb")
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(f"query embeddings have {q.shape[1]} dimensions but database "
+                         f"embeddings {db.shape[1]}")
+    dtype = np.float64 if q.dtype == db.dtype == np.float64 else np.float32
+    q, db = _unit_rows(q.astype(dtype, copy=False)), _unit_rows(db.astype(dtype, copy=False))
+    # relevance through the Hamming engine's label handling (one dummy bit per item)
+    prep = _prepare(np.zeros((len(q), 1), np.uint8), np.zeros((len(db), 1), np.uint8),
+                    query_labels, db_labels)
+    kk = _check_k(k, prep.n_db)
+    ap = np.empty(prep.n_q)
+    block = int(np.clip(_FLOAT_BLOCK_BYTES // (prep.n_db * 21), 1, 1024))
+    for q0 in range(0, prep.n_q, block):
+        q1 = min(prep.n_q, q0 + block)
+        order = np.argsort(-(q[q0:q1] @ db.T), axis=1, kind="stable")[:, :kk]
+        rows = np.repeat(np.arange(q0, q1), kk)
+        rel = prep.rel_pairs(rows, order.ravel()).reshape(q1 - q0, kk)
+        ap[q0:q1] = _ap_from_topk(rel, kk)
+    has_rel = prep.has_relevant() if no_hit == "zero_skip_absent" else None
+    return _apply_no_hit(ap, no_hit, has_rel)
+
+
+def cosine_map_at_k(query_emb: Any, db_emb: Any, query_labels: Any, db_labels: Any,
+                    k: int | None = None, no_hit: str = "drop") -> float:
+    """mAP@k of cosine ranking on float embeddings (:func:`cosine_per_query_ap`'s mean)."""
+    return _mean_kept(cosine_per_query_ap(query_emb, db_emb, query_labels, db_labels, k, no_hit))

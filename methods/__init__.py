@@ -4,6 +4,7 @@ Every method module is imported explicitly below, so a method that fails to impo
 instead of silently vanishing from the registry (tests check every subclass is registered).
 """
 
+from methods import reference  # noqa: F401  (reference rows: methods/reference.py)
 from methods.base import (
     HashMethod,
     NotFittedError,

@@ -129,11 +129,14 @@ def test_dry_run_into_a_closed_pipe_is_not_a_traceback(tmp_path):
 
 
 def test_force_on_one_experiment_keeps_the_embeddings_another_figure_needs(tmp_path):
-    assert _main(tmp_path, "--figure", "tsne", "--methods", "dpah") == 0
-    store = ResultStore(tmp_path, "test")
+    def run(*args: str) -> int:
+        return run_all.main(["--preset", "smoke", "--results-dir", str(tmp_path), "--no-progress",
+                             "-q", "--methods", "dpah", *args])
+
+    assert run("--figure", "tsne") == 0
+    store = ResultStore(tmp_path, "smoke")
     (tsne,) = list(store.cells_dir.glob("*.tsne.csv"))
     # the same cell, recomputed for another figure that does not need an embedding
-    assert _main(tmp_path, "--figure", "pr", "--methods", "dpah", "--force") == 0
+    assert run("--figure", "pr", "--force") == 0
     assert tsne.is_file()  # recomputed from the new codes, not dropped
-    assert run_all.main(["--figure", "tsne", "--preset", "test", "--results-dir", str(tmp_path),
-                         "--render-only", "-q", "--methods", "dpah"]) == 0
+    assert run("--figure", "tsne", "--render-only") == 0

@@ -203,6 +203,8 @@ def test_figures_read_without_writing_results(tmp_path):
     store = _fill(tmp_path)
     before = sorted(p.name for p in store.cells_dir.iterdir())
     for exp in FIGURES.values():
+        if exp.layout == "retrieval":  # needs stored codes: tests/test_retrieval_figure.py
+            continue
         assert missing_inputs(exp, PRESET, store, SEEDS) == []
         render_figure(exp, PRESET, store, SEEDS)
     assert sorted(p.name for p in store.cells_dir.iterdir()) == before

@@ -242,6 +242,15 @@ def test_two_processes_on_one_results_dir_compute_every_cell_once(tmp_path):
 
 
 # ------------------------------------------------------------------------------ your own data
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path, monkeypatch):
+    """Feature caches and the dataset memo of these runs stay in the test's folder."""
+    from data_protocols import core
+
+    monkeypatch.setattr(core, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(cell_job, "_BENCH_CACHE", {})
+
+
 def _npz(path: Path, features: np.ndarray, labels: np.ndarray) -> Path:
     np.savez(path, features=features, labels=labels)
     return path

@@ -84,18 +84,24 @@ def _fake_protocols() -> types.SimpleNamespace:
     )
 
 
-def reference_map(qc, dc, ql, dl, k=None) -> float:
-    """Plain per-query mAP@K: stable sort by Hamming distance, no-hit queries dropped."""
+def reference_ap(qc, dc, ql, dl, k=None, no_hit="drop") -> np.ndarray:
+    """Plain per-query AP@K: stable sort by Hamming distance; NaN for a no-hit query."""
     aps = []
     for q in range(len(qc)):
         dist = (qc[q] != dc).sum(1)
         order = np.argsort(dist, kind="stable")[: k or len(dc)]
         rel = (dl[order] @ ql[q]) > 0
         if rel.sum() == 0:
+            aps.append(np.nan)
             continue
         prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
         aps.append(float((prec * rel).sum() / rel.sum()))
-    return float(np.mean(aps))
+    return np.asarray(aps)
+
+
+def reference_map(qc, dc, ql, dl, k=None) -> float:
+    """Plain per-query mAP@K, no-hit queries dropped."""
+    return float(np.nanmean(reference_ap(qc, dc, ql, dl, k)))
 
 
 def _fake_metrics() -> types.SimpleNamespace:
@@ -103,7 +109,7 @@ def _fake_metrics() -> types.SimpleNamespace:
         return {"map_at_k": reference_map(qc, dc, ql, dl, k), "map": reference_map(qc, dc, ql, dl),
                 "pr_radius": {"precision": [1.0, 0.5], "recall": [0.1, 1.0]}}
 
-    return types.SimpleNamespace(evaluate=evaluate,
+    return types.SimpleNamespace(evaluate=evaluate, per_query_ap=reference_ap,
                                  map_at_k=lambda qc, dc, ql, dl, k=None, no_hit="drop":
                                  reference_map(qc, dc, ql, dl, k))
 

@@ -366,3 +366,62 @@ def test_input_scaling_standardizes_with_training_statistics_only():
         DPAH(n_bits=8, backbone="linear", input_scaling="minmax", progress=False).fit(X, Y)
     plain = DPAH(n_bits=8, backbone="linear", epochs=1, progress=False).fit(X, Y)
     assert plain.model_.backbone.scaling is None
+
+
+# ---------------------------------------------------------------------- per-item state hooks
+def test_epoch_hook_gets_all_training_outputs_once_per_epoch_and_batches_their_rows():
+    x, y = toy_features(n=96)
+    calls, seen = [], []
+
+    class Recorder(DPAH):
+        needs_epoch_outputs = True
+
+        def prepare_state(self, head, labels, train_index):
+            calls.append(("prepare", labels.shape, train_index.tolist()))
+
+        def loss_terms(self, head, u, labels, step):
+            if head.training:  # validation batches come with their own rows
+                seen.append((step.epoch, step.batch_index.tolist()))
+            torch.testing.assert_close(labels, torch.as_tensor(y, dtype=torch.float32)[
+                step.batch_index])
+            return super().loss_terms(head, u, labels, step)
+
+        def after_epoch(self, head, outputs, step):
+            calls.append(("epoch", step.epoch, outputs.shape, bool(head.training)))
+            self.last_outputs = outputs.clone()
+
+    m = Recorder(epochs=3, val_fraction=0.25, **FEATS)
+    m.fit(x, y)
+    train_rows = sorted({r for e, rows in seen if e == 0 for r in rows})
+    assert calls[0] == ("prepare", (96, y.shape[1]), train_rows) and len(train_rows) == 72
+    assert calls[1:] == [("epoch", e, (72, 8), True) for e in range(3)]  # back in train mode
+    for e in range(3):  # every training row once per epoch
+        assert sorted(r for ep, rows in seen if ep == e for r in rows) == train_rows
+    # the outputs are the eval-mode outputs of the training items, in train_index order
+    np.testing.assert_array_equal(m.last_outputs.numpy(), m.raw_outputs(x[train_rows]))
+    plain = []
+    DPAH.after_epoch = lambda self, head, outputs, step: plain.append(outputs)
+    try:
+        DPAH(epochs=2, **FEATS).fit(x, y)
+    finally:
+        del DPAH.after_epoch
+    assert plain == [None, None]  # no extra pass for methods that do not ask
+
+
+@pytest.mark.parametrize("name", ["dsdh", "hbmp"])
+def test_resume_restores_per_item_state_to_the_identical_result(tmp_path, name):
+    x, y = toy_features(multi=False)
+    opts = {**FEATS, "lr": 0.01}
+    extra = {"discrete_step": "epoch"} if name == "dsdh" else {}
+    cls = get_method(name)
+    full = cls(epochs=4, **extra, **opts).fit(x, y)
+    crashed = cls(epochs=4, checkpoint_dir=tmp_path, **extra, **opts)
+    interrupt_at(crashed, 2)
+    with pytest.raises(Interrupt):
+        crashed.fit(x, y)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert any(k.startswith("head.stored_") or k == "head.target" for k in state["model"])
+    resumed = cls(epochs=4, checkpoint_dir=tmp_path, resume=True, **extra, **opts).fit(x, y)
+    np.testing.assert_array_equal(resumed.raw_outputs(x), full.raw_outputs(x))
+    for key, value in full.model_.head.state_dict().items():
+        torch.testing.assert_close(resumed.model_.head.state_dict()[key], value, rtol=0, atol=0)

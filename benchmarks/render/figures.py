@@ -8,6 +8,11 @@ uses a paper's text width and font sizes. Both label the panels (a), (b), (c).
 Every input a figure reads goes through :class:`_Inputs`, which notes each one it needed and did
 not find (:func:`missing_inputs`); a panel with nothing to draw says ``missing``. Rendering the same
 results twice gives byte-identical PNG and PDF files.
+
+Figs. 10 and 11 (``retrieval``) are the one figure that reads more than records: each cell's stored
+codes (``<cell_id>.codes.npz``), ranked with the evaluation engine (:func:`benchmarks.metrics.retrieve`,
+the project's tie rule), and the pixels of the retrieved items, read from the dataset itself after
+checking that its split is the one the cell was computed on (:func:`retrieval_examples`).
 """
 
 from __future__ import annotations
@@ -39,15 +44,33 @@ from benchmarks.runner.experiments import (
 )
 from benchmarks.runner.results import ResultStore, atomic_write_bytes
 
-__all__ = ["FIGURE_FILES", "FIGURE_STYLES", "build_figure", "missing_inputs", "render_figure"]
+__all__ = [
+    "FIGURE_FILES",
+    "FIGURE_STYLES",
+    "RETRIEVAL_QUERIES",
+    "RETRIEVAL_SEED",
+    "RETRIEVAL_TOP",
+    "RetrievalCase",
+    "RetrievalExamples",
+    "RetrievedRow",
+    "build_figure",
+    "label_jaccard",
+    "missing_inputs",
+    "render_figure",
+    "retrieval_examples",
+    "retrieval_queries",
+]
 
-FIGURE_FILES = {
+#: file stems under ``<preset>/figures/``; Figs. 10/11 write one file per retrieval dataset (the
+#: preset's ``retrieval_columns``, in order)
+FIGURE_FILES: dict[str, str | tuple[str, ...]] = {
     "pr": "fig8_pr_curves",
     "t-sensitivity": "fig6_t_sensitivity",
     "alpha-sensitivity": "fig7_alpha_sensitivity",
     "kt-loss": "fig4_kt_loss",
     "distribution": "fig3_fig5_u_distribution",
     "tsne": "fig9_tsne",
+    "retrieval": ("fig10_retrieval", "fig11_retrieval"),
 }
 FIGURE_STYLES = ("default", "paper")
 
@@ -128,6 +151,81 @@ class _Inputs:
             self.note(cell, "no t-SNE embedding file (.tsne.csv)")
             return None
         return self.store.load_tsne(cell.cell_id)
+
+    def images(self, dataset: DatasetSpec, data_root: str | Path | None) -> Any | None:
+        """The dataset's :class:`~data_protocols.Benchmark` with images (its pixels, labels and
+        split), or None, noting why it could not be read."""
+        try:
+            return _load_images(dataset, data_root)
+        except Exception as exc:  # noqa: BLE001 — absent or unreadable data: the figure says so
+            self.missing[f"dataset {dataset.key}: its images could not be read "
+                         f"({type(exc).__name__}: {exc})"] = None
+            return None
+
+    def codes(self, cell: Cell, bench: Any | None) -> tuple[dict | None, dict | None, str]:
+        """The record and the stored codes of a Figs. 10/11 cell (codes, labels, ``query_index``,
+        ``db_index``); codes None where they are absent or belong to another split than
+        ``bench``'s (noted), with a short reason for the figure. A non-converged cell without
+        codes is drawn as N/C, not missing."""
+        record = self.record(cell)
+        if record is None:
+            return None, None, "missing: no stored result"
+        path = self.store.codes_path(cell.cell_id)
+        # a record names the codes saved with it; a file it does not name is an earlier run's
+        named = (record.get("artifacts") or {}).get("codes") == path.name
+        if not (named and path.is_file()):
+            if not record.get("converged"):
+                return record, None, "N/C (did not converge): no codes"
+            self.note(cell, f"no codes file ({path.name}): codes are not tracked by git, so "
+                      "shipped results have none; recompute the cell with --force")
+            return record, None, "missing: no stored codes (recompute with --force)"
+        if bench is None:
+            return record, None, "missing: no images"
+        refused = "refused: stored split differs from the data read now"
+        stored = (record.get("dataset") or {}).get("split_hash")
+        if stored != bench.split.hash():
+            self.note(cell, f"split mismatch: the record's split {stored} is not the split "
+                      f"{bench.split.hash()} of the data read now; refusing to show images of "
+                      "another split (recompute the cell with --force)")
+            return record, None, refused
+        codes = self.store.load_codes(cell.cell_id)
+        with np.load(path) as data:
+            if "query_index" not in data or "db_index" not in data:
+                self.note(cell, f"{path.name} has no query_index/db_index (an older run): "
+                          "recompute the cell with --force")
+                return record, None, "missing: no item indices in the codes"
+            codes["query_index"], codes["db_index"] = data["query_index"], data["db_index"]
+        same = (np.array_equal(codes["query_index"], bench.split.query)
+                and np.array_equal(codes["db_index"], bench.split.database)
+                and np.array_equal(codes["query_labels"], bench.labels[bench.split.query])
+                and np.array_equal(codes["db_labels"], bench.labels[bench.split.database]))
+        if not same:
+            self.note(cell, f"split mismatch: the item indices or labels in {path.name} are not "
+                      "those of the data read now; refusing to show images of other items "
+                      "(recompute the cell with --force)")
+            return record, None, refused
+        return record, codes, ""
+
+
+#: Figs. 10/11 read a dataset's images once per process for the few renders of a run (two at most:
+#: the images of CIFAR-10 and its mosaics are ~180 MB each)
+_IMAGE_CACHE: dict[tuple, Any] = {}
+
+
+def _load_images(dataset: DatasetSpec, data_root: str | Path | None) -> Any:
+    """The dataset loaded as the runner loads it (protocol, options, split seed), with images."""
+    import data_protocols as dp
+
+    root = str(dp.DEFAULT_DATA_ROOT if data_root is None else Path(data_root).expanduser())
+    key = (dataset.protocol, dataset.variant, dataset.split_seed, root)
+    if key not in _IMAGE_CACHE:
+        bench = dp.get_protocol(dataset.protocol).load(
+            root, dataset.split_seed, input_kind="images", progress=False,
+            **dataset.variant_dict())
+        if len(_IMAGE_CACHE) >= 2:
+            _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
+        _IMAGE_CACHE[key] = bench
+    return _IMAGE_CACHE[key]
 
 
 @dataclass(frozen=True)
@@ -232,6 +330,7 @@ class _Ctx:
     seeds: tuple[int, ...]
     style: _Style
     inputs: _Inputs
+    data_root: str | Path | None = None  # Figs. 10/11 read the datasets' images there
 
 
 def _new_figure(ctx: _Ctx, n: int, sharex: bool = False, sharey: bool = False,
@@ -522,8 +621,270 @@ def _fig_tsne(ctx: _Ctx):
     return fig
 
 
+# ------------------------------------------------------------------------------- Figs. 10/11
+#: Figs. 10/11: the top-K retrieved items shown for each of ``RETRIEVAL_QUERIES`` queries, drawn
+#: with ``numpy.random.default_rng(RETRIEVAL_SEED)`` (see :func:`retrieval_queries`)
+RETRIEVAL_TOP = 5
+RETRIEVAL_QUERIES = 2
+RETRIEVAL_SEED = 0
+#: background of the Jaccard score under a relevant item (the paper's blue) and an irrelevant one
+RELEVANT_BOX = "#cfe2f3"
+IRRELEVANT_BOX = "#f4cccc"
+#: label names where the protocol has them (others show label ids)
+LABEL_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _label_names(protocol: str) -> tuple[str, ...]:
+    if not LABEL_NAMES:
+        from data_protocols.readers import CIFAR10_CLASSES
+
+        LABEL_NAMES.update(cifar10=CIFAR10_CLASSES, cifar10_mosaic=CIFAR10_CLASSES)
+    return LABEL_NAMES.get(protocol, ())
+
+
+def label_jaccard(query: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Jaccard similarity |A ∩ B| / |A ∪ B| of the label set A of ``query`` (a 0/1 vector over the
+    labels) with the label set B of each row of ``items`` (n x labels); 0 where both are empty."""
+    a = np.asarray(query).astype(bool)
+    b = np.atleast_2d(np.asarray(items).astype(bool))
+    if b.shape[1] != a.shape[0]:
+        raise ValueError(f"label_jaccard: query has {a.shape[0]} labels, items have {b.shape[1]}")
+    inter = (b & a).sum(1)
+    union = (b | a).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def retrieval_queries(query_labels: np.ndarray, db_labels: np.ndarray,
+                      n: int = RETRIEVAL_QUERIES, seed: int = RETRIEVAL_SEED) -> np.ndarray:
+    """The queries of Figs. 10/11 (positions in the query set), chosen by a stated rule, never by
+    hand: the candidates are the queries with at least one relevant database item (one that
+    shares a label); where at least ``n`` of them have two labels or more (multi-label data), only
+    those. ``n`` candidates are drawn with ``numpy.random.default_rng(seed)`` (the stable
+    permutation of :func:`data_protocols.core.permutation`), in draw order. Fewer than ``n``
+    candidates: all of them. The same queries for every method (the rule reads labels only)."""
+    from data_protocols.core import permutation
+
+    q = np.asarray(query_labels).astype(bool)
+    in_db = np.asarray(db_labels).astype(bool).any(0)
+    has_relevant = (q & in_db).any(1)
+    pool = np.flatnonzero(has_relevant)
+    multi = np.flatnonzero(has_relevant & (q.sum(1) >= 2))
+    if multi.size >= n:
+        pool = multi
+    return pool[permutation(np.random.default_rng(seed), pool.size)[:n]]
+
+
+def _query_rule(multi: bool) -> str:
+    """The rule of :func:`retrieval_queries`, in words, for the caption."""
+    among = "queries with a relevant database item" + (" and at least two labels" if multi else "")
+    return (f"queries: {RETRIEVAL_QUERIES} drawn with numpy default_rng({RETRIEVAL_SEED}) among "
+            f"the {among}, the same for every method; ranks by Hamming distance, ties by "
+            "database index")
+
+
+@dataclass(frozen=True)
+class RetrievedRow:
+    """One method's top-K for one query. ``status``: ``ok``, ``nc`` (codes of a run that did not
+    converge, drawn and marked N/C) or ``missing`` (nothing drawn; ``note`` says why)."""
+
+    label: str
+    cell_id: str
+    status: str
+    db_positions: tuple[int, ...] = ()  # rank 1..K: rows of the database part
+    items: tuple[int, ...] = ()  # the same as dataset item indices (``db_index``)
+    jaccard: tuple[float, ...] = ()
+    note: str = ""
+
+    @property
+    def relevant(self) -> tuple[bool, ...]:
+        """Whether each retrieved item shares a label with the query."""
+        return tuple(j > 0 for j in self.jaccard)
+
+
+@dataclass(frozen=True)
+class RetrievalCase:
+    """One query (its position in the query set, its dataset item, its label ids) and the
+    retrievals of every method."""
+
+    query_position: int
+    query_item: int
+    query_labels: tuple[int, ...]
+    rows: tuple[RetrievedRow, ...]
+
+
+@dataclass(frozen=True)
+class RetrievalExamples:
+    """What one of Figs. 10/11 shows: a retrieval dataset, its cases, and the loaded data (for
+    the pixels); ``problem`` says why nothing can be shown (the data could not be read)."""
+
+    column: Column
+    cases: tuple[RetrievalCase, ...]
+    benchmark: Any | None
+    multi_label: bool
+    problem: str = ""
+
+
+def _retrieval(ctx: _Ctx, col: Column) -> RetrievalExamples:
+    """The cases of one retrieval dataset, from stored codes only (see :func:`retrieval_examples`)."""
+    from benchmarks import metrics
+
+    exp, preset = ctx.exp, ctx.preset
+    bench = ctx.inputs.images(col.dataset, ctx.data_root)
+    loaded = []
+    for row in exp.rows:
+        cell = _cells(preset, row, col.dataset, exp.bits[0], ctx.seeds[:1])[0]
+        loaded.append((row, cell, *ctx.inputs.codes(cell, bench)))
+    if bench is None:
+        return RetrievalExamples(col, (), None, False,
+                                 f"the images of {col.dataset.label} could not be read")
+    ql, dl = bench.labels[bench.split.query], bench.labels[bench.split.database]
+    multi = bool((ql.sum(1) >= 2).any())
+    cases = []
+    for qpos in retrieval_queries(ql, dl):
+        rows = []
+        for row, cell, record, codes, why in loaded:
+            if codes is None:
+                rows.append(RetrievedRow(row.label, cell.cell_id, "missing", note=why))
+                continue
+            top = metrics.retrieve(codes["query_codes"][[qpos]], codes["db_codes"],
+                                   k=RETRIEVAL_TOP)[0]
+            jac = label_jaccard(codes["query_labels"][qpos], codes["db_labels"][top])
+            rows.append(RetrievedRow(
+                row.label, cell.cell_id, "ok" if record.get("converged") else "nc",
+                tuple(int(p) for p in top), tuple(int(codes["db_index"][p]) for p in top),
+                tuple(float(j) for j in jac)))
+        cases.append(RetrievalCase(int(qpos), int(bench.split.query[qpos]),
+                                   tuple(int(c) for c in np.flatnonzero(ql[qpos])), tuple(rows)))
+    return RetrievalExamples(col, tuple(cases), bench, multi)
+
+
+def retrieval_examples(exp: Experiment, preset: Preset, store: ResultStore,
+                       seeds: Sequence[int] | None = None, *,
+                       data_root: str | Path | None = None
+                       ) -> tuple[list[RetrievalExamples], list[str]]:
+    """What Figs. 10/11 show, one entry per retrieval dataset (``preset.retrieval_columns``), and
+    the stored inputs they needed and did not find (as :func:`missing_inputs`).
+
+    Per dataset: the queries of :func:`retrieval_queries`; per method (``exp.rows``, at
+    ``exp.bits``, the first seed) the top :data:`RETRIEVAL_TOP` of its stored codes ranked by
+    :func:`benchmarks.metrics.retrieve`, and the Jaccard similarity of each item's stored labels
+    with the query's. The dataset is read (``input_kind="images"``, under ``data_root`` or the
+    default data root) for its pixels; a cell whose stored split differs from it is refused."""
+    ctx = _Ctx(exp, preset, tuple(seeds) if seeds else preset.seeds, _style("default"),
+               _Inputs(store), data_root)
+    cols = _retrieval_columns(ctx)
+    return [_retrieval(ctx, col) for col in cols], list(ctx.inputs.missing)
+
+
+def _retrieval_columns(ctx: _Ctx) -> list[Column]:
+    cols = [c for c in ctx.preset.retrieval_columns if c.dataset is not None]
+    stems = FIGURE_FILES["retrieval"]
+    if len(cols) > len(stems):
+        raise ValueError(f"preset {ctx.preset.name!r} has {len(cols)} retrieval_columns; "
+                         f"Figs. 10 and 11 show at most {len(stems)}")
+    if not cols:
+        ctx.inputs.missing[f"preset {ctx.preset.name}: no retrieval dataset "
+                           "(Preset.retrieval_columns is empty)"] = None
+    return cols
+
+
+def _tile(ax, image: Any | None = None) -> None:
+    """An image tile without ticks (an empty one without a frame either)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image is None:
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        return
+    ax.imshow(np.asarray(image), interpolation="nearest")
+
+
+def _label_text(ids: Sequence[int], protocol: str) -> str:
+    names = _label_names(protocol)
+    return ", ".join(names[i] if i < len(names) else str(i) for i in ids) or "no label"
+
+
+def _draw_retrieval(ctx: _Ctx, number: int, ex: RetrievalExamples):
+    """One of Figs. 10/11: per case the query (left) and each method's top-K in a row; under each
+    retrieved image the Jaccard similarity with the query, on blue when relevant (shares a label,
+    ✓), on red when not (✗)."""
+    from matplotlib.figure import Figure
+
+    st, exp, preset, col = ctx.style, ctx.exp, ctx.preset, ex.column
+    n_rows, k = len(exp.rows), RETRIEVAL_TOP
+    tile = (st.max_width if not st.banners else 8.0) / (k + 2.1)
+    label_h = 0.42 if st.banners else 0.32
+    n_cases = max(len(ex.cases), 1)
+    fig = Figure(figsize=(tile * (k + 2.1), n_cases * (n_rows * (tile + label_h) + 0.35)
+                          + (1.0 if st.banners else 0.0)), layout="constrained")
+    if st.banners:
+        note = _in_place_of([col], preset)
+        kind = ("multi-label" if ex.multi_label else "single-label: every score is 1 or 0")
+        if ex.benchmark is not None and ex.benchmark.info.get("construction"):
+            kind = f"a {kind} CONSTRUCTION"
+        width = int(fig.get_size_inches()[0] * 13)
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in [
+            (f"Fig. {number}: top-{k} retrievals of {exp.bits[0]}-bit codes; under each image "
+             "the Jaccard similarity of its labels with the query's (✓ shares a label, ✗ does "
+             "not)"),
+            f"{_dataset_name(col, preset)} ({kind})" + (f" {note}" if note else ""),
+            _query_rule(ex.multi_label),
+            f"{_subtitle(preset)}; seed {ctx.seeds[0]}",
+        ]), fontsize="small")
+    if not ex.cases:
+        ax = fig.add_subplot()
+        _tile(ax)
+        _missing(ax, ex.problem or "no query has a relevant database item")
+        return fig
+    protocol = col.dataset.protocol
+    images = ex.benchmark.images
+    for c, (sf, case) in enumerate(zip(fig.subfigures(n_cases, 1, squeeze=False)[:, 0], ex.cases,
+                                       strict=True)):
+        sf.suptitle(f"{_letter(c)} Case {c + 1}", fontsize="medium")
+        gs = sf.add_gridspec(n_rows, k + 1, width_ratios=[1.6] + [1.0] * k)
+        qax = sf.add_subplot(gs[:, 0])
+        _tile(qax, images[case.query_item])
+        qax.set_xlabel(f"query #{case.query_item}\nlabels: "
+                       f"{_label_text(case.query_labels, protocol)}",
+                       fontsize="small")
+        for r, got in enumerate(case.rows):
+            axes = [sf.add_subplot(gs[r, 1 + j]) for j in range(k)]
+            nc = " (N/C)" if got.status == "nc" else ""
+            axes[0].set_ylabel(f"{got.label}{nc}", fontsize="small")
+            if got.status == "missing":
+                for ax in axes:
+                    _tile(ax)
+                axes[0].text(0.0, 0.5, got.note, transform=axes[0].transAxes, ha="left",
+                             va="center", color="0.35", fontsize="small")
+                continue
+            for j, (ax, item, jac, rel) in enumerate(zip(axes, got.items, got.jaccard,
+                                                         got.relevant, strict=True)):
+                _tile(ax, images[item])
+                for spine in ax.spines.values():
+                    spine.set(color="tab:blue" if rel else "tab:red", linewidth=1.6)
+                label = ax.set_xlabel(f"{jac:.3f} {'✓' if rel else '✗'}", fontsize="small")
+                label.set_bbox({"fc": RELEVANT_BOX if rel else IRRELEVANT_BOX, "ec": "none",
+                                "pad": 1.5})
+                if r == 0:
+                    ax.set_title(f"rank {j + 1}", fontsize="x-small", color="0.35")
+    return fig
+
+
+def _figs_retrieval(ctx: _Ctx) -> list:
+    """Figs. 10 and 11: one figure per retrieval dataset (see :func:`retrieval_examples`)."""
+    cols = _retrieval_columns(ctx)
+    if not cols:
+        fig, (ax,) = _new_figure(ctx, 1)
+        _tile(ax)
+        _missing(ax, f"preset {ctx.preset.name} has no retrieval dataset")
+        return [fig]
+    return [_draw_retrieval(ctx, 10 + i, _retrieval(ctx, col)) for i, col in enumerate(cols)]
+
+
 _LAYOUTS = {"pr": _fig_pr, "sweep": _fig_sweep, "series_by_bits": _fig_kt,
             "histograms": _fig_hist, "tsne": _fig_tsne}
+#: layouts that draw several figures (one file each: ``FIGURE_FILES`` lists their stems)
+_MULTI_LAYOUTS = {"retrieval": _figs_retrieval}
 
 
 def _title(ctx: _Ctx, fig) -> str:
@@ -537,45 +898,69 @@ def _title(ctx: _Ctx, fig) -> str:
     return f"{title}\n{_subtitle(preset)}{extra}"
 
 
-def build_figure(exp: Experiment, preset: Preset, store: ResultStore,
-                 seeds: Sequence[int] | None = None, *, style: str = "default"):
-    """The matplotlib Figure of ``exp`` in ``style`` and the stored inputs it needed and did not
-    find (see :func:`missing_inputs`). Save it under ``matplotlib.rc_context(STYLES[style].rc)``,
-    as :func:`render_figure` does."""
+def _build(exp: Experiment, preset: Preset, store: ResultStore, seeds: Sequence[int] | None,
+           style: str, data_root: str | Path | None) -> tuple[list, list[str]]:
+    """Every Figure of ``exp`` (one, or one per retrieval dataset) and its missing inputs."""
     import matplotlib
 
     st = _style(style)
-    ctx = _Ctx(exp, preset, tuple(seeds) if seeds else preset.seeds, st, _Inputs(store))
+    ctx = _Ctx(exp, preset, tuple(seeds) if seeds else preset.seeds, st, _Inputs(store),
+               data_root)
     with matplotlib.rc_context(dict(st.rc)):
+        if exp.layout in _MULTI_LAYOUTS:  # their own titles (one per dataset)
+            return _MULTI_LAYOUTS[exp.layout](ctx), list(ctx.inputs.missing)
         fig = _LAYOUTS[exp.layout](ctx)
         if st.banners:
             fig.suptitle(_title(ctx, fig), fontsize="small")
-    return fig, list(ctx.inputs.missing)
+    return [fig], list(ctx.inputs.missing)
+
+
+def build_figure(exp: Experiment, preset: Preset, store: ResultStore,
+                 seeds: Sequence[int] | None = None, *, style: str = "default",
+                 data_root: str | Path | None = None):
+    """The matplotlib Figure of ``exp`` in ``style`` and the stored inputs it needed and did not
+    find (see :func:`missing_inputs`). Figs. 10/11 (layout ``retrieval``) give a list of Figures,
+    one per retrieval dataset, and read the datasets' images under ``data_root`` (default: the
+    default data root). Save it under ``matplotlib.rc_context(STYLES[style].rc)``, as
+    :func:`render_figure` does."""
+    figs, missing = _build(exp, preset, store, seeds, style, data_root)
+    return (figs if exp.layout in _MULTI_LAYOUTS else figs[0]), missing
 
 
 def missing_inputs(exp: Experiment, preset: Preset, store: ResultStore,
-                   seeds: Sequence[int] | None = None) -> list[str]:
+                   seeds: Sequence[int] | None = None, *,
+                   data_root: str | Path | None = None) -> list[str]:
     """One line per stored input the figure needs and did not find (a cell with no record, a
-    record without its u histogram or PR curve, an absent t-SNE file). A non-converged cell,
-    drawn as N/C, is not missing."""
-    return build_figure(exp, preset, store, seeds)[1]
+    record without its u histogram or PR curve, an absent t-SNE file; for Figs. 10/11 an absent
+    codes file, a dataset whose images cannot be read, a cell computed on another split). A
+    non-converged cell, drawn as N/C, is not missing."""
+    return _build(exp, preset, store, seeds, "default", data_root)[1]
+
+
+def _stems(exp: Experiment) -> tuple[str, ...]:
+    stems = FIGURE_FILES[exp.name]
+    return (stems,) if isinstance(stems, str) else stems
 
 
 def render_figure(exp: Experiment, preset: Preset, store: ResultStore,
-                  seeds: Sequence[int] | None = None, *, style: str = "default") -> dict[str, Path]:
+                  seeds: Sequence[int] | None = None, *, style: str = "default",
+                  data_root: str | Path | None = None) -> dict[str, Path]:
     """Draw one figure from stored results to PNG and PDF (byte-identical when re-rendered);
-    returns the paths. ``style``: one of :data:`FIGURE_STYLES`."""
+    returns the paths: ``png``/``pdf``, and ``png_2``/``pdf_2`` for the second file of Figs.
+    10/11 (Fig. 11). ``style``: one of :data:`FIGURE_STYLES`; ``data_root``: where Figs. 10/11
+    read the datasets' images."""
     import matplotlib
 
     st = _style(style)
+    figs, _missing_lines = _build(exp, preset, store, seeds, style, data_root)
     store.figures_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    fig, _missing_lines = build_figure(exp, preset, store, seeds, style=style)
     with matplotlib.rc_context(dict(st.rc)):  # pdf.fonttype and the layout's fonts apply at save
-        for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
-            path = store.figures_dir / f"{FIGURE_FILES[exp.name]}.{ext}"
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=st.dpi, metadata=metadata)
-            atomic_write_bytes(path, buf.getvalue())
-            paths[ext] = path
+        for i, (fig, stem) in enumerate(zip(figs, _stems(exp), strict=False)):
+            for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
+                path = store.figures_dir / f"{stem}.{ext}"
+                buf = io.BytesIO()
+                fig.savefig(buf, format=ext, dpi=st.dpi, metadata=metadata)
+                atomic_write_bytes(path, buf.getvalue())
+                paths[ext if i == 0 else f"{ext}_{i + 1}"] = path
     return paths

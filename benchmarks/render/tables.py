@@ -4,6 +4,14 @@ Tables go to ``<results>/<preset>/tables/<name>.{md,csv,tex}``: our value (mean 
 when there are several), the paper's value and the difference side by side; ``N/C`` where a run
 did not converge, ``missing`` where a cell has no result. Every table states its preset, the tie
 rule and the mAP convention, and, for non-paper presets, which offline data fills which column.
+
+Significance (:func:`significance`): in every table cell group (one column and code length), the
+best method's lead over the runner-up is tested with the paired bootstrap of
+:func:`benchmarks.stats.compare_cell` on the per-query APs each cell job stored beside its codes
+(``query_ap_<all|K>`` in ``<cell_id>.codes.npz``; for older codes files they are computed from
+the stored codes through the same engine); a lead that is not significant is marked ``†``.
+Reference rows (Sablayrolles et al., ICASSP 2017) are printed below the methods and take no part
+in the test.
 """
 
 from __future__ import annotations
@@ -18,14 +26,19 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import stats
+from benchmarks.runner.cell import NOT_APPLICABLE
 from benchmarks.runner.experiments import (
     Cell,
     Column,
     Experiment,
     Preset,
     Row,
+    experiment_columns,
     make_cell,
     map_name,
+    reference_cells,
+    reference_rows,
     table_rows,
 )
 from benchmarks.runner.results import TIE_RULE, ResultStore, atomic_write_bytes
@@ -33,12 +46,14 @@ from benchmarks.runner.results import TIE_RULE, ResultStore, atomic_write_bytes
 __all__ = [
     "PAPER_NUMBERS_CSV",
     "Entry",
+    "GroupTest",
     "TableData",
     "aggregate",
     "build_table",
     "format_markdown",
     "load_paper_numbers",
     "render_table",
+    "significance",
 ]
 
 PAPER_NUMBERS_CSV = Path(__file__).with_name("paper_numbers.csv")
@@ -83,9 +98,11 @@ class Entry:
     n: int = 0
     n_nc: int = 0
     n_expected: int = 0
-    status: str = "missing"  # "ok" | "nc" | "missing"
+    status: str = "missing"  # "ok" | "nc" | "missing" | "n/a" (a reference the data lacks)
     paper: str | None = None
     values: list[float] = field(default_factory=list)
+    reason: str = ""  # why a reference row is n/a
+    ok_cells: list[Cell] = field(default_factory=list)  # the cells behind ``values``
 
     @property
     def diff(self) -> float | None:
@@ -95,8 +112,8 @@ class Entry:
         return self.mean - p
 
     def ours_text(self) -> str:
-        if self.status == "missing":
-            return "missing"
+        if self.status in ("missing", "n/a"):
+            return self.status
         if self.mean is None:
             return "N/C"
         text = f"{self.mean:.4f}"
@@ -127,6 +144,9 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
         record = store.load(cell.cell_id)
         if record is None:
             continue
+        if record.get("status") == NOT_APPLICABLE:
+            entry.status, entry.reason = "n/a", str(record.get("not_applicable_reason", ""))
+            continue
         if not record.get("converged", False) or not record.get("metrics"):
             n_nc += 1
             continue
@@ -135,6 +155,7 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
             n_nc += 1
             continue
         values.append(float(value))
+        entry.ok_cells.append(cell)
     entry.values = values
     entry.n, entry.n_nc, entry.n_expected = len(values), n_nc, len(entry.cells)
     if values:
@@ -147,6 +168,21 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
 
 
 @dataclass
+class GroupTest:
+    """The significance test of one cell group (block, column): the methods' entries there."""
+
+    status: str  # "computed" | "no_codes" | "refused" (e.g. different query sets) | "single"
+    best: str = ""  # row label of the best method
+    runner_up: str = ""
+    comparison: stats.CellComparison | None = None
+    reason: str = ""
+
+    @property
+    def significant(self) -> bool | None:
+        return self.comparison.significant if self.comparison is not None else None
+
+
+@dataclass
 class TableData:
     exp: Experiment
     preset: Preset
@@ -154,15 +190,25 @@ class TableData:
     rows: list[Row]
     entries: dict[tuple[str, str, str], Entry]  # (block, column, row label)
     notes: list[str]
+    #: reference rows, printed below ``rows`` (their entries are in ``entries`` too)
+    reference_rows: list[Row] = field(default_factory=list)
+    #: (block, column) -> the test of the best method's lead (see :func:`significance`)
+    tests: dict[tuple[str, str], GroupTest] = field(default_factory=dict)
 
 
 def _cells(preset: Preset, row: Row, ds, bits: int, seeds, backbone=None) -> list[Cell]:
     return [make_cell(preset, row.method, ds, bits, s, dict(row.hyper), backbone) for s in seeds]
 
 
-def _column_note(col: Column, preset: Preset) -> str:
+def _column_note(col: Column, preset: Preset, exp: Experiment | None = None) -> str:
+    if col.dataset is None and exp is not None and exp.columns != "columns":
+        return (f"{col.paper_label}: not available in preset `{preset.name}` (no such protocol "
+                "on its data; the cpu and paper presets have it): column left out")
     if col.dataset is None:
         return f"{col.paper_label}: no data in preset `{preset.name}` (column left out)"
+    if exp is not None and exp.columns != "columns":
+        return (f"{col.paper_label}: {col.dataset.label}, {map_name(col.k)} — "
+                f"{col.dataset.note}; the paper has no numbers for this protocol")
     if not col.is_paper:
         return (f"{col.paper_label}: your dataset, {col.dataset.label}, {map_name(col.k)} — "
                 f"{col.dataset.note}; no paper numbers")
@@ -210,9 +256,10 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
         e.paper = paper.get(paper_key) if paper_key else None
         entries[(block, column, row.label)] = aggregate(e, store)
 
+    refs = list(reference_rows(exp, preset))
     if exp.layout == "bits_by_dataset":
-        for col in preset.columns:
-            notes.append(_column_note(col, preset))
+        for col in experiment_columns(exp, preset):
+            notes.append(_column_note(col, preset, exp))
             if col.dataset is None:
                 continue
             block = f"{_block(col)}, {map_name(col.k)}"
@@ -223,6 +270,12 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
                                     map_name(col.paper_k))
                     add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
                         _mkey(col.k), pk)
+            for row in refs:  # one cell per seed, shown under every code length
+                cells = reference_cells(exp, preset, row, col.dataset, seeds)
+                for b in preset.bits:
+                    add(block, f"{b} bits", row, cells, _mkey(col.k), None)
+        if refs and blocks:
+            notes.append(_reference_note(entries, refs, store))
     elif exp.layout == "two_maps_by_dataset":
         b = exp.bits[0]
         for col in preset.columns:
@@ -281,7 +334,155 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
                      "numbers; they are `missing` here unless those methods are registered")
     else:
         raise ValueError(f"{exp.name} is not a table layout: {exp.layout}")
-    return TableData(exp, preset, blocks, rows, entries, notes)
+    data = TableData(exp, preset, blocks, rows, entries, notes, refs if blocks else [])
+    data.tests = significance(data, store)
+    return data
+
+
+def _reference_note(entries: dict[tuple[str, str, str], Entry], refs: list[Row],
+                    store: ResultStore) -> str:
+    """What the reference rows are, with each column's classifier code length from the records
+    and the reason of every reference that does not apply to its data."""
+    lengths: dict[str, set[int]] = {}
+    skipped: dict[tuple[str, str], str] = {}
+    for (block, _col, label), e in entries.items():
+        if label not in {r.label for r in refs}:
+            continue
+        name = block.rsplit(", mAP@", 1)[0]
+        if e.status == "n/a":
+            skipped[(name, label)] = e.reason
+        for cell in e.ok_cells:
+            length = ((store.load(cell.cell_id) or {}).get("metrics") or {}).get("code_length")
+            if length is not None:
+                lengths.setdefault(name, set()).add(int(length))
+    c_text = "; ".join(f"{b}: C = {', '.join(map(str, sorted(v)))}" for b, v in lengths.items())
+    text = ("reference rows (Sablayrolles et al., How should we evaluate supervised hashing?, "
+            "ICASSP 2017) are no hashing methods and take no part in the significance test: "
+            "classifier codes = a classifier's prediction on the same inputs (logistic "
+            "regression on the shallow methods' features; the deep methods' backbone with a "
+            "C-unit head trained with cross-entropy), coded as the predicted class one-hot or "
+            "the predicted label set (probability >= 0.5, at least the most probable label), C "
+            "bits whatever the column's code length, so one value is shown under every code "
+            "length" + (f" ({c_text})" if c_text else "") + "; unhashed features = cosine "
+            "ranking of the float features (no hashing), ties by ascending database index")
+    for (block, label), reason in skipped.items():
+        text += f". {label} in {block}: n/a, {reason}"
+    return text
+
+
+# ------------------------------------------------------------------------------ significance
+SIGNIFICANCE_MARK = "†"
+SIGNIFICANCE_TEXT = (
+    f"{SIGNIFICANCE_MARK} lead over the runner-up not significant: paired bootstrap over queries "
+    f"(and seeds), {stats.DEFAULT_RESAMPLES:,} resamples, seed {stats.DEFAULT_SEED}, "
+    f"{stats.DEFAULT_CONFIDENCE:.0%} interval (benchmarks/stats.py), on the per-query AP the "
+    "cells stored; methods only, reference rows excluded"
+)
+NO_SIGNIFICANCE_TEXT = "significance: not computed (no stored codes)"
+
+
+def _run_ap(store: ResultStore, cell: Cell, metric_key: str) -> stats.RunAP | None:
+    """The stored per-query AP of one finished cell (None when its codes file is absent).
+
+    Read from ``query_ap_<metric_key>`` in the codes file; a codes file written before cells
+    stored them gives them through :func:`benchmarks.stats.run_ap` on its stored codes.
+    """
+    k = None if metric_key == "all" else int(metric_key)
+    label = f"{cell.method} seed {cell.seed}"
+    stored = store.load_query_ap(cell.cell_id)  # tracked with the record: shipped results too
+    if stored is not None and f"query_ap_{metric_key}" in stored:
+        return stats.RunAP(ap=stored[f"query_ap_{metric_key}"], query_ids=stored["query_index"],
+                           label=label, k=k, no_hit="drop")
+    path = store.codes_path(cell.cell_id)
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        if "query_index" not in data.files:
+            return None
+        ids = data["query_index"]
+        name = f"query_ap_{metric_key}"
+        if name in data.files:
+            return stats.RunAP(ap=data[name], query_ids=ids, label=label, k=k, no_hit="drop")
+        if "query_codes" not in data.files:
+            return None
+    c = store.load_codes(cell.cell_id)
+    return stats.run_ap(c["query_codes"], c["db_codes"], c["query_labels"], c["db_labels"], ids,
+                        k=k, no_hit="drop", label=label)
+
+
+def significance(data: TableData, store: ResultStore) -> dict[tuple[str, str], GroupTest]:
+    """For every cell group (block, column) with two or more methods with results: the paired
+    bootstrap of the best method's lead over the runner-up (:func:`benchmarks.stats.compare_cell`
+    over queries, and over seeds when a method has several), from the stored per-query APs.
+
+    A group where a result lacks stored codes is ``"no_codes"``; one whose runs were evaluated
+    on different query sets (or that the test refuses otherwise) is ``"refused"`` with the
+    reason, never an exception.
+    """
+    out: dict[tuple[str, str], GroupTest] = {}
+    for block, labels in data.blocks:
+        for column in labels:
+            group = [data.entries[(block, column, r.label)] for r in data.rows]
+            group = [e for e in group if e.status == "ok"]
+            if len(group) < 2:
+                out[(block, column)] = GroupTest("single")
+                continue
+            runs: dict[str, list[stats.RunAP]] = {}
+            for e in group:
+                loaded = [_run_ap(store, c, e.metric_key) for c in e.ok_cells]
+                if any(r is None for r in loaded):
+                    runs = {}
+                    break
+                runs[e.row] = loaded
+            if not runs:
+                out[(block, column)] = GroupTest("no_codes")
+                continue
+            try:
+                comp = stats.compare_cell(runs)
+            except ValueError as exc:
+                out[(block, column)] = GroupTest("refused", reason=str(exc))
+                continue
+            out[(block, column)] = GroupTest("computed", comp.best, comp.runner_up or "", comp)
+    return out
+
+
+def _significance_lines(data: TableData) -> list[str]:
+    """The table header's statement about the significance marks."""
+    tests = [t for t in data.tests.values() if t.status != "single"]
+    computed = [t for t in tests if t.status == "computed"]
+    if not tests:
+        return []
+    if not computed:
+        if all(t.status == "no_codes" for t in tests):
+            return [NO_SIGNIFICANCE_TEXT]
+        return [f"significance: not computed ({_not_computed(data)})"]
+    lines = [SIGNIFICANCE_TEXT + "."]
+    if len(computed) < len(tests):
+        lines.append(f"significance not computed for {len(tests) - len(computed)} of "
+                     f"{len(tests)} cells ({_not_computed(data)}); their best value is unmarked")
+    return lines
+
+
+def _not_computed(data: TableData) -> str:
+    parts = []
+    n_codes = sum(t.status == "no_codes" for t in data.tests.values())
+    if n_codes:
+        parts.append(f"{n_codes} without stored codes")
+    for (block, column), t in data.tests.items():
+        if t.status == "refused":
+            parts.append(f"{block}, {column}: refused: {t.reason}")
+    return "; ".join(parts)
+
+
+def _entry_text(data: TableData, key: tuple[str, str, str]) -> str:
+    """An entry's value, with the mark when it is a group's best and its lead is not
+    significant."""
+    e = data.entries[key]
+    t = data.tests.get((key[0], key[1]))
+    text = e.ours_text()
+    if t is not None and t.status == "computed" and t.best == key[2] and not t.significant:
+        text += f" {SIGNIFICANCE_MARK}"
+    return text
 
 
 def _mkey(k: int | None) -> str:
@@ -297,7 +498,8 @@ def _provenance(data: TableData, store: ResultStore) -> list[str]:
             if r:
                 commits.add(r.get("environment", {}).get("git_commit", "unknown"))
                 times.append(r.get("utc_time", ""))
-    seeds = sorted({c.seed for e in data.entries.values() for c in e.cells})
+    seeds = sorted({c.seed for e in data.entries.values() for c in e.cells}) or list(
+        data.preset.seeds)
     lines = [
         data.preset.header(),
         f"Ranking: {TIE_RULE}. {NO_HIT_TEXT}. Relevance: sharing at least one label.",
@@ -308,6 +510,7 @@ def _provenance(data: TableData, store: ResultStore) -> list[str]:
     if commits:
         span = f"{min(times)} – {max(times)}" if times else ""
         lines.append(f"Results: git {', '.join(sorted(commits))}; computed {span} UTC.")
+    lines += _significance_lines(data)
     lines.append("Each entry: ours | paper | ours − paper.")
     return lines
 
@@ -326,11 +529,12 @@ def format_markdown(data: TableData, store: ResultStore) -> str:
             header += [f"{lab} ours", "paper", "Δ"]
         out.write("| " + " | ".join(header) + " |\n")
         out.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
-        for row in data.rows:
+        for row in data.rows + data.reference_rows:
             cells = [row.label]
             for lab in labels:
                 e = data.entries[(block, lab, row.label)]
-                cells += [e.ours_text(), e.paper_text(), e.diff_text()]
+                cells += [_entry_text(data, (block, lab, row.label)), e.paper_text(),
+                          e.diff_text()]
             out.write("| " + " | ".join(cells) + " |\n")
     return out.getvalue()
 
@@ -338,14 +542,38 @@ def format_markdown(data: TableData, store: ResultStore) -> str:
 CSV_FIELDS = [
     "table", "preset", "block", "column", "row", "method", "metric", "ours_mean", "ours_std",
     "n_seeds", "n_nc", "status", "paper", "diff", "paper_dataset", "our_dataset", "bits",
-    "backbone", "cell_ids",
+    "backbone", "cell_ids", "reference", "best", "runner_up", "lead", "lead_low", "lead_high",
+    "lead_significant",
 ]
+
+
+def _lead_fields(data: TableData, block: str, column: str, row: str) -> dict[str, Any]:
+    """CSV: whether the row is its group's best method and, on that row, the bootstrap of its
+    lead (``lead_significant`` yes/no; ``not computed: <why>`` where no test ran)."""
+    t = data.tests.get((block, column))
+    out = {"best": "", "runner_up": "", "lead": "", "lead_low": "", "lead_high": "",
+           "lead_significant": ""}
+    if t is None or t.status == "single" or row not in {r.label for r in data.rows}:
+        return out
+    if t.status != "computed":
+        out["lead_significant"] = ("not computed: no stored codes" if t.status == "no_codes"
+                                   else f"not computed: {t.reason}")
+        return out
+    if data.entries[(block, column, row)].status != "ok":
+        return out  # not in the test: no result
+    out["best"] = "yes" if t.best == row else "no"
+    if t.best == row and t.comparison.test is not None:
+        test = t.comparison.test
+        out.update(runner_up=t.runner_up, lead=repr(test.difference), lead_low=repr(test.low),
+                   lead_high=repr(test.high), lead_significant="yes" if t.significant else "no")
+    return out
 
 
 def format_csv(data: TableData) -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
+    refs = {r.label for r in data.reference_rows}
     for (block, column, _), e in data.entries.items():
         c0 = e.cells[0]
         w.writerow({
@@ -355,12 +583,14 @@ def format_csv(data: TableData) -> str:
             "ours_mean": "" if e.mean is None else repr(e.mean),
             "ours_std": "" if e.std is None else repr(e.std),
             "n_seeds": e.n, "n_nc": e.n_nc,
-            "status": {"ok": "ok", "nc": "N/C", "missing": "missing"}[e.status],
+            "status": {"ok": "ok", "nc": "N/C", "missing": "missing", "n/a": "n/a"}[e.status],
             "paper": e.paper if e.paper is not None else "",
             "diff": "" if e.diff is None else repr(e.diff),
             "paper_dataset": e.paper_key[2] if e.paper_key else "",
             "our_dataset": c0.dataset.key, "bits": c0.bits, "backbone": c0.backbone,
             "cell_ids": ";".join(c.cell_id for c in e.cells),
+            "reference": "yes" if e.row in refs else "",
+            **_lead_fields(data, block, column, e.row),
         })
     return out.getvalue()
 
@@ -368,7 +598,7 @@ def format_csv(data: TableData) -> str:
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                  ("#", r"\#"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("—", "---"), ("–", "--"),
-                 ("−", "-")):
+                 ("−", "-"), ("†", r"$^\dagger$")):
         text = text.replace(a, b)
     return text
 
@@ -389,12 +619,14 @@ def format_latex(data: TableData, store: ResultStore) -> str:
         out.write(" & ".join(head) + " \\\\\n")
         out.write(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(labels)) + " \\\\\n")
         out.write("\\midrule\n")
-        for row in data.rows:
+        for i, row in enumerate(data.rows + data.reference_rows):
+            if i == len(data.rows):
+                out.write("\\midrule\n")
             cells = [_tex_escape(row.label)]
             for lab in labels:
                 e = data.entries[(block, lab, row.label)]
-                cells += [_tex_escape(e.ours_text()), _tex_escape(e.paper_text()),
-                          _tex_escape(e.diff_text())]
+                cells += [_tex_escape(_entry_text(data, (block, lab, row.label))),
+                          _tex_escape(e.paper_text()), _tex_escape(e.diff_text())]
             out.write(" & ".join(cells) + " \\\\\n")
         out.write("\\bottomrule\n\\end{tabular}\n\n")
     return out.getvalue()

@@ -121,6 +121,7 @@ def eval_ks_for(preset: Preset) -> dict[str, list[int | None]]:
     """Cutoffs to evaluate on each dataset: every column's K, and always mAP@all."""
     ks: dict[str, list[int | None]] = {}
     cols = list(preset.columns) + list(preset.appendix_columns) + [preset.table2_column]
+    cols += list(getattr(preset, "unseen_columns", ()))
     for col in cols:
         if col.dataset is None:
             continue
@@ -271,10 +272,11 @@ def _u_histogram(method: Any, X: Any) -> dict[str, Any]:
     }
 
 
-def _construct(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore) -> Any:
-    kwargs: dict[str, Any] = dict(cell.hyper)
+def _construct(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore,
+               tuned: dict[str, Any] | None = None) -> Any:
+    kwargs: dict[str, Any] = {**dict(cell.hyper), **(tuned or {})}
     if cls.kind == "deep":
-        kwargs.update(dict(cell.train))
+        kwargs.update({k: v for k, v in dict(cell.train).items() if k not in (tuned or {})})
         ckpt = store.checkpoint_dir(cell.cell_id)
         kwargs.update(checkpoint_dir=str(ckpt), resume=True, progress=opts.progress)
         if opts.device:
@@ -319,6 +321,120 @@ def _evaluate(metrics: Any, codes: dict[str, np.ndarray], ks: list[int | None]) 
             map_at[name] = float(metrics.map_at_k(qc, dc, ql, dl, k=k, no_hit="drop"))
     result["map_at"] = map_at
     return result
+
+
+# ------------------------------------------------- reference rows and per-query AP (issue 12)
+#: record status of a reference cell that does not apply to its data (kept, shown in the table)
+NOT_APPLICABLE = "not_applicable"
+
+
+def drop_empty_label_columns(Y: Any) -> tuple[np.ndarray, list[int]]:
+    """The training labels without the columns no training item carries, and their indices.
+
+    The unseen-class protocols keep every label column, the held-out ones all zero in training;
+    a class center (DPAH), a classifier head or SDH's regression target would otherwise be
+    learned for a class with no example. Pair-wise similarities are unchanged; the query and
+    database labels (relevance) keep every column.
+    """
+    Y = np.asarray(Y)
+    empty = ~Y.any(axis=0)
+    if not empty.any():
+        return Y, []
+    return Y[:, ~empty], np.flatnonzero(empty).tolist()
+
+
+def _reference_not_applicable(cls: Any, cell: Cell, input_kind: str) -> str:
+    """Why a reference method (``code_length`` set) cannot run on the cell's data, or ``""``:
+    a feature reference on a protocol that gives images only."""
+    if not getattr(cls, "code_length", "") or input_kind != "features":
+        return ""
+    try:
+        protocol = _import_protocols().get_protocol(cell.dataset.protocol)
+    except (MissingComponent, KeyError):
+        return ""  # loading reports it
+    if "features" in getattr(protocol, "input_kinds", ("features",)):
+        return ""
+    return (f"{cell.dataset.label} has no features (protocol {cell.dataset.protocol!r} gives "
+            f"images only): the {cell.method} reference ranks features")
+
+
+def _not_applicable_record(cell: Cell, opts: RunOptions, cls: Any, reason: str) -> dict:
+    log.warning("n/a      %s: %s", cell.describe(), reason)
+    return {
+        "cell_id": cell.cell_id, "cell": cell.key(), "preset": opts.preset,
+        "status": NOT_APPLICABLE, "converged": False, "metrics": None,
+        "not_applicable_reason": reason,
+        "method": {"name": cell.method, "kind": cls.kind, "paper": getattr(cls, "paper", "")},
+        "dataset": dataset_spec_dict(cell.dataset), "bits": cell.bits, "seed": cell.seed,
+        "backbone": cell.backbone, "environment": environment(opts.device), "utc_time": utc_now(),
+    }
+
+
+def _mean_kept(ap: np.ndarray) -> float:
+    """The engine's mean: over the non-NaN entries, 0.0 if there are none."""
+    kept = ap[~np.isnan(ap)]
+    return float(kept.mean()) if kept.size else 0.0
+
+
+def _per_query_aps(metrics: Any, codes: dict[str, np.ndarray],
+                   map_at: dict[str, float]) -> dict[str, np.ndarray]:
+    """``query_ap_<all|K>``: the per-query AP (``no_hit="drop"``: NaN = left out) behind every
+    stored mAP, for the tables' paired bootstrap (benchmarks/stats.py) without recomputing."""
+    out = {}
+    for name in map_at:
+        k = None if name == "all" else int(name)
+        out[f"query_ap_{name}"] = metrics.per_query_ap(codes["query"], codes["db"],
+                                                       codes["query_labels"], codes["db_labels"],
+                                                       k=k, no_hit="drop")
+    return out
+
+
+def _classifier_metrics(cls: Any, codes: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Classifier codes: their length and, when code and label columns match, the share of
+    queries whose predicted label set is their label set (single-label: accuracy)."""
+    if getattr(cls, "code_length", "") != "n_classes":
+        return {}
+    q, ql = codes["query"], codes["query_labels"]
+    out: dict[str, Any] = {"code_length": int(q.shape[1])}
+    if q.shape == ql.shape:
+        out["query_exact_match"] = float(np.all(q == ql, axis=1).mean())
+    return out
+
+
+def _cosine_cell(method: Any, bench: Any, metrics: Any, record: dict, fit_s: float,
+                 ks: list[int | None]) -> tuple[dict, dict]:
+    """A float-ranking reference (``ranking = "cosine"``): embed, rank by cosine similarity
+    (``benchmarks.metrics.cosine_per_query_ap``), store per-query APs and no binary codes."""
+    t0 = time.perf_counter()
+    q, db = method.embed(bench.inputs("query")), method.embed(bench.inputs("database"))
+    encode_s = time.perf_counter() - t0
+    ql = np.asarray(bench.targets("query"), dtype=np.uint8)
+    dl = np.asarray(bench.targets("database"), dtype=np.uint8)
+    t0 = time.perf_counter()
+    query_ap, map_at = {}, {}
+    for k in [None, *sorted(k for k in ks if k is not None)]:
+        name = "all" if k is None else str(k)
+        query_ap[f"query_ap_{name}"] = metrics.cosine_per_query_ap(q, db, ql, dl, k=k,
+                                                                   no_hit="drop")
+        map_at[name] = _mean_kept(query_ap[f"query_ap_{name}"])
+    finite = sorted(k for k in ks if k is not None)
+    result = {"ranking": "cosine", "k": finite[0] if finite else None, "no_hit": "drop",
+              "tie_rule": "descending cosine similarity; ties by ascending database index",
+              "n_queries": len(q), "n_database": len(db), "embedding_dim": int(q.shape[1]),
+              "map_at": map_at}
+    record.update(status="ok", converged=True, nc_reason="", metrics=result,
+                  timing={"fit_s": fit_s, "encode_s": encode_s,
+                          "eval_s": time.perf_counter() - t0},
+                  history=None)
+    record["map_convention"] = {**record["map_convention"], "tie_rule": result["tie_rule"]}
+    packed = {
+        "query_labels": pack_codes(ql), "db_labels": pack_codes(dl),
+        "n_labels": np.array(ql.shape[1]),
+        "query_index": np.asarray(bench.split.query),
+        "db_index": np.asarray(bench.split.database),
+        **query_ap,
+    }
+    return record, packed
 
 
 def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
@@ -386,7 +502,7 @@ def _run_claimed(cell: Cell, opts: RunOptions, store: ResultStore, t_start: floa
             ensure_tsne(store, cell, opts)
         except Exception as exc:  # noqa: BLE001 — the result is fine; the figure shows 'missing'
             log.error("t-SNE of %s failed: %s", cid, exc)
-    status = "done" if record["converged"] else "nc"
+    status = "done" if record["converged"] or record["status"] == NOT_APPLICABLE else "nc"
     return Outcome(cid, status, record.get("nc_reason", ""), time.perf_counter() - t_start)
 
 
@@ -396,10 +512,18 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
     metrics = _import_metrics()
     method = _construct(cls, cell, opts, store)
     input_kind = method.expected_input() if hasattr(method, "expected_input") else cls.input_kind
+    skip = _reference_not_applicable(cls, cell, input_kind)  # reference rows: see below
+    if skip:
+        return _not_applicable_record(cell, opts, cls, skip), None
     bench = _load_benchmark(cell, input_kind, opts, store)
     check_rankable(bench, cell.dataset.label)
     split_hash = _save_split(bench, cell, store)
     X_train, Y_train = bench.inputs("train"), bench.targets("train")
+    Y_train, dropped_labels = drop_empty_label_columns(Y_train)
+    tuning = None
+    if cell.tune:
+        tuning = _tune(cls, cell, opts, store, method, X_train, Y_train, split_hash)
+        method = _construct(cls, cell, opts, store, tuned=tuning["values"])
 
     converged, nc_reason = True, ""
     t0 = time.perf_counter()
@@ -430,10 +554,15 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
             "sizes": bench.split.sizes(),
             "input_kind": input_kind,
             "info": getattr(bench, "info", {}),
+            "train_label_columns_dropped": dropped_labels,
         },
         "bits": cell.bits,
         "seed": cell.seed,
         "backbone": cell.backbone,
+        "recipe": cell.recipe,
+        "recipe_gaps": dict(cell.recipe_gaps),
+        "tuned_values": tuning["values"] if tuning else None,
+        "tuning": tuning,
         "map_convention": {
             "no_hit": "drop",
             "no_hit_meaning": "queries with no relevant item in the top K are left out of the "
@@ -449,6 +578,9 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
                       timing={"fit_s": fit_s, "encode_s": None, "eval_s": None},
                       history=_history(method))
         return record, None
+    if getattr(cls, "ranking", "") == "cosine":  # unhashed features: no binary code
+        return _cosine_cell(method, bench, metrics, record, fit_s,
+                            opts.eval_ks.get(cell.dataset.key, [None]))
 
     t0 = time.perf_counter()
     try:
@@ -475,11 +607,17 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
     codes["query_labels"] = np.asarray(bench.targets("query"), dtype=np.uint8)
     codes["db_labels"] = np.asarray(bench.targets("database"), dtype=np.uint8)
 
+    convergence = None
     if cls.kind == "deep" and hasattr(method, "convergence_report"):
         report = method.convergence_report(codes=codes["db"])
         converged, nc_reason = bool(report.get("converged", True)), str(report.get("reason", ""))
+        convergence = report
+        if hasattr(method, "center_shift_report"):  # DPAH: how far its class centers moved
+            convergence["center_shift"] = method.center_shift_report()
     t0 = time.perf_counter()
     result_metrics = _evaluate(metrics, codes, opts.eval_ks.get(cell.dataset.key, [None]))
+    query_ap = _per_query_aps(metrics, codes, result_metrics["map_at"])
+    result_metrics.update(_classifier_metrics(cls, codes))
     eval_s = time.perf_counter() - t0
     if not all(math.isfinite(v) for v in result_metrics["map_at"].values()):
         converged, nc_reason = False, nc_reason or "mAP is not finite"
@@ -492,6 +630,7 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
         timing={"fit_s": fit_s, "encode_s": encode_s, "eval_s": eval_s},
         history=_history(method),
         code_stats=code_stats,
+        convergence=convergence,
     )
     if cls.kind == "deep" and hasattr(method, "raw_outputs"):
         try:
@@ -508,8 +647,35 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
         "n_bits": np.array(cell.bits),
         "query_index": np.asarray(bench.split.query),
         "db_index": np.asarray(bench.split.database),
+        **query_ap,
     }
+    if codes["query"].shape[1] != cell.bits:
+        # a reference's C-bit code in a REFERENCE_BITS cell: ResultStore.load_codes unpacks
+        # record["cell"]["bits"] bits, so these codes are not stored (per-query APs are)
+        del packed["query_codes"], packed["db_codes"], packed["n_bits"]
     return record, packed
+
+
+def _tune(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore, method: Any,
+          X_train: Any, Y_train: np.ndarray, split_hash: str) -> dict[str, Any]:
+    """Tune the cell's method on validation data carved from its training split (or reuse the
+    study another cell of the same method and column ran), then resolve the chosen values at
+    this cell's code length. The query set and database are never used."""
+    from benchmarks.runner.tuning import TuneSpec, resolve_for_bits, study_name, tune
+
+    spec = TuneSpec(**dict(cell.tune))
+    base = {k: v for k, v in method.get_params().items()
+            if k not in ("n_bits", "seed", "checkpoint_dir", "resume")}
+    from benchmarks.runner.experiments import RUN_ONLY_OPTIONS
+
+    identity = {k: v for k, v in base.items() if k not in RUN_ONLY_OPTIONS}
+    name = study_name(cell.method, cell.dataset.key, split_hash, identity, spec)
+    outcome = tune(cls, base, X_train, Y_train, spec, store.base / "tuning", name,
+                   progress=opts.progress)
+    return {**{k: outcome.get(k) for k in ("study", "n_trials", "bits", "best_trial",
+                                           "best_val_map", "best_raw", "seconds", "note")},
+            "values": resolve_for_bits(cls, outcome["best_raw"], cell.bits),
+            "spec": outcome["spec"], "trials": outcome["trials"]}
 
 
 def _safe_params(method: Any) -> dict[str, Any]:

@@ -29,6 +29,8 @@ __all__ = [
     "EXPERIMENTS",
     "FIGURES",
     "PRESETS",
+    "REFERENCE_BITS",
+    "REFERENCE_ROWS",
     "TABLE3_METHODS",
     "TABLES",
     "Cell",
@@ -39,9 +41,12 @@ __all__ = [
     "Row",
     "canonical_json",
     "cells_for",
+    "experiment_columns",
     "get_experiment",
     "get_preset",
     "image_feature_backbone",
+    "reference_cells",
+    "reference_rows",
     "user_preset",
 ]
 
@@ -179,6 +184,40 @@ NUSWIDE21 = DatasetSpec("nuswide21", "nuswide21", "NUS-WIDE-21", offline=False,
                         feature_backbone="alexnet")
 CIFAR10_PAPER = DatasetSpec("cifar10", "cifar10", "CIFAR-10", offline=False,
                             feature_backbone="alexnet")
+#: Figs. 10/11 on a CPU: an image dataset with multi-labels, built from the offline CIFAR-10 copy
+CIFAR10_MOSAIC = DatasetSpec(
+    key="cifar10_mosaic_mobilenet",
+    protocol="cifar10_mosaic",
+    label="CIFAR-10 mosaics (CONSTRUCTION from the offline JPEG copy)",
+    feature_backbone="mobilenet_tflite",
+    note="multi-label construction: 2x2 mosaics of real CIFAR-10 images, label set = the tiles' "
+    "classes (1-4); 12,000 mosaics: 1,000 queries / 11,000 database / 5,000 train; "
+    "ImageNet-pretrained MobileNet features (1,024-d) of the 64x64 mosaics",
+)
+#: ``--table unseen`` (data_protocols/unseen.py): held-out classes drawn by the split seed
+CIFAR10_UNSEEN = DatasetSpec(
+    key="cifar10_unseen_mobilenet",
+    protocol="cifar10_unseen",
+    label="CIFAR-10 unseen classes (offline JPEG copy)",
+    feature_backbone="mobilenet_tflite",
+    note="8 seen classes train (500 each), 2 held-out classes (the split seed's draw) give the "
+    "queries (100 each) and the database; ImageNet-pretrained MobileNet features (1,024-d)",
+)
+MIRFLICKR_UNSEEN = DatasetSpec(
+    key="mirflickr25k_unseen",
+    protocol="mirflickr25k_unseen",
+    label="MIRFlickr-25K held-out labels (offline, tag features)",
+    feature_backbone=None,
+    note="6 of the 24 labels held out (the split seed's draw): items with a held-out label give "
+    "2,000 queries and the database, relevance on held-out labels only; items without one train",
+    deep_train=(("input_scaling", "standardize"),),
+)
+CIFAR10_UNSEEN_PAPER = DatasetSpec("cifar10_unseen", "cifar10_unseen", "CIFAR-10 unseen classes",
+                                   offline=False, feature_backbone="alexnet")
+#: the unseen-class columns: no paper dataset (the DPAH paper has no such table)
+UNSEEN_CIFAR_KEY, UNSEEN_MIRFLICKR_KEY = "cifar10_unseen", "mirflickr25k_unseen"
+UNSEEN_CIFAR_LABEL = "CIFAR-10, unseen classes"
+UNSEEN_MIRFLICKR_LABEL = "MIRFlickr-25K, held-out labels"
 
 
 # ---------------------------------------------------------------------------------------- presets
@@ -221,6 +260,26 @@ class Preset:
     #: registered methods added as rows to every table (``--methods`` naming a method, e.g. a
     #: ``--plugin``'s, that the tables do not list)
     extra_methods: tuple[str, ...] = ()
+    #: training recipe of deep methods: "shared" (this preset's one recipe for everyone) or
+    #: "published" (each method's official recipe, ``methods.deep.recipes``); ``--recipe``
+    recipe: str = "shared"
+    #: ``--tune N``: the equal tuning budget (``benchmarks.runner.tuning.TuneSpec`` as a sorted
+    #: tuple of fields; empty: no tuning); the cells' recipe is then "tuned"
+    tune: tuple[tuple[str, Any], ...] = ()
+    #: the code length a tuning run uses for every method and column (reused at the others)
+    tune_bits: int = 48
+    #: deep methods train until converged: early stopping after this many epochs without a
+    #: better validation mAP (0: the fixed budget ``epochs``), evaluated every ``eval_every``
+    #: epochs on ``val_fraction`` of the training items (``methods.deep.base.DeepHashMethod``)
+    early_stopping: int = 0
+    eval_every: int = 5
+    val_fraction: float = 0.0
+    #: ``--table unseen``: the unseen-class columns (train on 75 % of the classes, query and
+    #: search the others); a column without data says so in the table
+    unseen_columns: tuple[Column, ...] = ()
+    #: Figs. 10/11 (``--figure retrieval``): the image datasets of the retrieval examples, one
+    #: figure each (at most two; the column's paper key names the paper dataset it stands for)
+    retrieval_columns: tuple[Column, ...] = ()
 
     def column_for(self, paper_key: str) -> Column | None:
         for col in self.columns + self.appendix_columns:
@@ -237,6 +296,9 @@ class Preset:
         }
         if self.lr is not None:
             opts["lr"] = self.lr
+        if self.early_stopping:
+            opts.update(early_stopping=self.early_stopping, eval_every=self.eval_every,
+                        val_fraction=self.val_fraction)
         return opts
 
     def header(self) -> str:
@@ -281,8 +343,13 @@ PRESETS: dict[str, Preset] = {
         table2_backbones=(("vgg16", "vgg16"), ("resnet50", "resnet50"), ("resnet101", "resnet101")),
         table2_column=Column("imagenet100", IMAGENET100, 1000),
         deep_backbone="alexnet",
+        recipe="published",
         epochs=200,
         batch_size=256,
+        unseen_columns=(Column(UNSEEN_CIFAR_KEY, CIFAR10_UNSEEN_PAPER, None,
+                               label=UNSEEN_CIFAR_LABEL),),
+        # the paper's Figs. 10 (MS COCO) and 11 (NUS-WIDE)
+        retrieval_columns=(Column("coco", COCO, 5000), Column("nus_wide", NUSWIDE21, 50000)),
     ),
     "cpu": Preset(
         name="cpu",
@@ -292,7 +359,10 @@ PRESETS: dict[str, Preset] = {
             "columns of NUS-WIDE (mAP@all) and MS COCO (mAP@5000). Shallow methods on cached "
             "ImageNet-pretrained MobileNet features (CIFAR-10) or the tag vectors (MIRFlickr); "
             "deep methods train their hash layers on the same frozen features (backbone `mlp`), "
-            "20 epochs, batch 128, lr 0.01."
+            "batch 128, lr 0.01, up to 200 epochs (the paper's count) with early stopping: "
+            "stopped when the validation mAP (10% of the training items as queries against the "
+            "rest; never the query set or database) has not improved for 25 epochs, evaluated "
+            "every 5, and the best evaluated epoch kept."
         ),
         paper_setting=False,
         columns=(
@@ -304,9 +374,19 @@ PRESETS: dict[str, Preset] = {
         table2_backbones=(("vgg16", "linear"), ("resnet50", "mlp")),
         table2_column=Column("imagenet100", CIFAR10_OFFLINE, None),
         deep_backbone="mlp",
-        epochs=20,
+        epochs=200,
         batch_size=128,
         lr=0.01,
+        early_stopping=25,
+        eval_every=5,
+        val_fraction=0.1,
+        unseen_columns=(
+            Column(UNSEEN_CIFAR_KEY, CIFAR10_UNSEEN, None, label=UNSEEN_CIFAR_LABEL),
+            Column(UNSEEN_MIRFLICKR_KEY, MIRFLICKR_UNSEEN, None, label=UNSEEN_MIRFLICKR_LABEL),
+        ),
+        # MIRFlickr has no pixels: multi-label CIFAR-10 mosaics for Fig. 10, CIFAR-10 for Fig. 11
+        retrieval_columns=(Column("coco", CIFAR10_MOSAIC, None),
+                           Column("nus_wide", CIFAR10_OFFLINE, None)),
     ),
     "smoke": Preset(
         name="smoke",
@@ -326,6 +406,10 @@ PRESETS: dict[str, Preset] = {
         lr=0.05,
         method_hyper={"sdh": {"n_anchors": 300}, "ksh": {"n_labelled": 500},
                       "dnnh": {"max_triplets_per_anchor": 16}},
+        tune_bits=16,
+        # no unseen-class protocol on digits: the unseen table says so
+        unseen_columns=(Column(UNSEEN_CIFAR_KEY, None, None, label=UNSEEN_CIFAR_LABEL),),
+        retrieval_columns=(Column("coco", DIGITS, None),),  # a single-label stand-in
     ),
     "test": Preset(
         name="test",
@@ -346,6 +430,9 @@ PRESETS: dict[str, Preset] = {
         appendix_cifar_bits=(16, 32),
         table3_methods=("lsh", "itq"),
         method_hyper={"sdh": {"n_anchors": 300}, "ksh": {"n_labelled": 500}},
+        tune_bits=16,
+        unseen_columns=(Column(UNSEEN_CIFAR_KEY, None, None, label=UNSEEN_CIFAR_LABEL),),
+        retrieval_columns=(Column("coco", DIGITS, None),),
     ),
 }
 
@@ -374,7 +461,8 @@ def user_preset(base: Preset, dataset: DatasetSpec, name: str) -> Preset:
         f"{features}."
     )
     return replace(base, description=description, paper_setting=False, columns=(col,),
-                   appendix_columns=(col,), table2_column=col, user_data=name)
+                   appendix_columns=(col,), table2_column=col, user_data=name,
+                   retrieval_columns=(col,))
 
 
 def get_preset(name: str) -> Preset:
@@ -398,6 +486,10 @@ class Cell:
     train: tuple[tuple[str, Any], ...] = ()  # deep methods: backbone, epochs, batch size, lr
     kind: str = "deep"  # "shallow" or "deep" (decides whether ``train`` applies)
     needs: tuple[str, ...] = field(default=(), compare=False)  # extra artefacts: "u_hist", "tsne"
+    recipe: str = "shared"  # "shared" | "published" | "tuned" (deep training recipe)
+    tune: tuple[tuple[str, Any], ...] = ()  # the tuning budget (TuneSpec fields) when tuned
+    #: published-recipe fields the trainer could not follow, and what was used instead
+    recipe_gaps: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def backbone(self) -> str:
@@ -418,6 +510,9 @@ class Cell:
             "bits": self.bits,
             "seed": self.seed,
             "train": dict(self.train) if self.kind == "deep" else {},
+            # only when not the default, so that the ids of earlier results stay valid
+            **({"recipe": self.recipe} if self.recipe != "shared" else {}),
+            **({"tune": dict(self.tune)} if self.tune else {}),
         }
 
     @property
@@ -503,8 +598,12 @@ def make_cell(
     kind = _kind_of(method)
     train_options = {**preset.train_options(backbone), **dict(dataset.deep_train)}
     hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **(hyper or {})}
+    gaps: tuple[tuple[str, str], ...] = ()
+    if kind == "deep" and preset.recipe == "published":
+        gaps = _apply_published_recipe(method, dataset, train_options, hyper)
     _apply_overrides(preset, method, kind, train_options, hyper)
     train = tuple(sorted(train_options.items())) if kind == "deep" else ()
+    recipe = "tuned" if preset.tune else (preset.recipe if kind == "deep" else "shared")
     return Cell(
         method=method,
         hyper=tuple(sorted(hyper.items())),
@@ -514,7 +613,41 @@ def make_cell(
         train=train,
         kind=kind,
         needs=needs,
+        recipe=recipe,
+        tune=tuple(sorted({**dict(preset.tune), "bits": preset.tune_bits}.items()))
+        if preset.tune else (),
+        recipe_gaps=gaps,
     )
+
+
+def _apply_published_recipe(method: str, dataset: DatasetSpec, train: dict[str, Any],
+                            hyper: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A deep method's official recipe (``methods.deep.recipes``) on top of the preset's.
+
+    A method with no published recipe (e.g. a reference row) keeps the preset's. A recipe whose
+    length the official code leaves undetermined (iterations of an unknown training-set size)
+    keeps the preset's epochs and a fixed rate: the cell's ``recipe_gaps`` says so (stored in
+    its record and printed under the table), never silently.
+    """
+    from methods.deep.recipes import PUBLISHED, UnsupportedRecipeError, resolve_recipe
+
+    if method not in PUBLISHED:
+        return ()
+    resolved = resolve_recipe(method, "published", dataset.protocol)
+    gaps = dict(resolved.unsupported)
+    kwargs = dict(resolved.kwargs)
+    if "epochs" in gaps:
+        gaps["epochs"] = f"{gaps['epochs']}: the preset's epochs are used"
+    if "schedule" in gaps:
+        gaps["schedule"] = f"{gaps['schedule']}: not convertible to epochs, a fixed lr is used"
+    other = {k: v for k, v in gaps.items() if k not in ("epochs", "schedule")}
+    if other:
+        raise UnsupportedRecipeError(f"method {method!r}: published recipe fields the trainer "
+                                     f"cannot express: {other}")
+    names = train_option_names()
+    for key, value in kwargs.items():
+        (train if key in names else hyper)[key] = value
+    return tuple(sorted((k, str(v)) for k, v in gaps.items()))
 
 
 # ------------------------------------------------------------------------------------ experiments
@@ -564,6 +697,11 @@ class Experiment:
     baseline: Row | None = None  # dotted line of Figs. 6/7
     needs: tuple[str, ...] = ()
     paper_table: str = ""  # table key in paper_numbers.csv
+    #: reference rows printed below the methods (one cell per column and seed, shown under
+    #: every code length: their code length is set by the data; see REFERENCE_ROWS)
+    reference_rows: tuple[Row, ...] = ()
+    #: "columns" (the preset's Table 1/3 columns) or "unseen_columns" (``--table unseen``)
+    columns: str = "columns"
 
 
 TABLE1 = Experiment(
@@ -597,6 +735,19 @@ TABLE2 = Experiment(
     bits=(48,),
     paper_table="table2",
 )
+#: the bits of a reference cell: 0 = its code length is set by the data (C bits for classifier
+#: codes, float features for unhashed ones), so one cell fills every code-length column
+REFERENCE_BITS = 0
+#: reference rows (Sablayrolles et al., ICASSP 2017; methods/reference.py): a classifier on the
+#: shallow methods' features, the same head as the deep methods trained with cross-entropy, and
+#: cosine ranking on the unhashed features
+REFERENCE_ROWS: tuple[Row, ...] = (
+    Row.of("reference: classifier codes, logistic regression on the features (C bits)",
+           "classifier_codes"),
+    Row.of("reference: classifier codes, deep head with cross-entropy (C bits)",
+           "classifier_codes_deep"),
+    Row.of("reference: unhashed features, cosine ranking (float)", "unhashed_features"),
+)
 TABLE3 = Experiment(
     name="table3",
     kind="table",
@@ -605,6 +756,18 @@ TABLE3 = Experiment(
     rows=tuple(Row.of(label, m) for label, m in TABLE3_ROWS),
     bits=TABLE3_BITS,
     paper_table="table3",
+    reference_rows=REFERENCE_ROWS,
+)
+UNSEEN = Experiment(
+    name="unseen",
+    kind="table",
+    title="Unseen classes: mAP of Hamming ranking on classes the hash function never saw "
+    "(trained on 75 % of the classes; Sablayrolles et al., ICASSP 2017)",
+    layout="bits_by_dataset",
+    rows=TABLE3.rows,
+    bits=TABLE3_BITS,
+    reference_rows=REFERENCE_ROWS,
+    columns="unseen_columns",
 )
 APPENDIX = Experiment(
     name="appendix",
@@ -682,10 +845,22 @@ FIG_TSNE = Experiment(
     bits=(48,),
     needs=("tsne",),
 )
+FIG_RETRIEVAL = Experiment(
+    name="retrieval",
+    kind="figure",
+    title="Figs. 10 and 11: top-5 retrievals of two seeded queries (64 bits), with the Jaccard "
+    "similarity of labels",
+    layout="retrieval",
+    # the paper's order, top to bottom; 64 bits as in the paper's captions
+    rows=(Row.of("DPAH", "dpah"), Row.of("HashNet", "hashnet"), Row.of("DNNH", "dnnh")),
+    bits=(64,),
+    columns="retrieval_columns",
+)
 
-TABLES: dict[str, Experiment] = {"1": TABLE1, "2": TABLE2, "3": TABLE3, "appendix": APPENDIX}
+TABLES: dict[str, Experiment] = {"1": TABLE1, "2": TABLE2, "3": TABLE3, "appendix": APPENDIX,
+                                  "unseen": UNSEEN}
 FIGURES: dict[str, Experiment] = {
-    e.name: e for e in (FIG_PR, FIG_T, FIG_ALPHA, FIG_KT, FIG_DIST, FIG_TSNE)
+    e.name: e for e in (FIG_PR, FIG_T, FIG_ALPHA, FIG_KT, FIG_DIST, FIG_TSNE, FIG_RETRIEVAL)
 }
 EXPERIMENTS: dict[str, Experiment] = {
     **{e.name: e for e in TABLES.values()},
@@ -714,12 +889,34 @@ def table_rows(exp: Experiment, preset: Preset) -> tuple[Row, ...]:
     """The rows of a table or figure under a preset (a table also gets the preset's extra
     methods, e.g. a plugin's, as rows of their own)."""
     rows = exp.rows
-    if exp is TABLE3 and preset.table3_methods is not None:
+    if exp.kind == "table" and exp.rows is TABLE3.rows and preset.table3_methods is not None:
         rows = tuple(r for r in rows if r.method in preset.table3_methods)
     if exp.kind == "table":
-        listed = {r.method for r in rows}
+        listed = {r.method for r in rows + exp.reference_rows}
         rows += tuple(Row.of(m, m) for m in preset.extra_methods if m not in listed)
     return rows
+
+
+def reference_rows(exp: Experiment, preset: Preset) -> tuple[Row, ...]:
+    """The reference rows of a table under a preset (``table3_methods`` restricts them too)."""
+    if preset.table3_methods is None:
+        return exp.reference_rows
+    return tuple(r for r in exp.reference_rows if r.method in preset.table3_methods)
+
+
+def experiment_columns(exp: Experiment, preset: Preset) -> tuple[Column, ...]:
+    """The dataset columns of a ``bits_by_dataset`` table: Table 3's, or the unseen ones."""
+    return getattr(preset, exp.columns)
+
+
+def reference_cells(exp: Experiment, preset: Preset, row: Row, dataset: DatasetSpec,
+                    seeds: tuple[int, ...]) -> list[Cell]:
+    """The cells of one reference row in one column, one per seed: ``REFERENCE_BITS`` (shown
+    under every code length), the preset's shared recipe and no tuning (a reference is no
+    method under comparison)."""
+    plain = replace(preset, tune=(), recipe="shared")
+    return [make_cell(plain, row.method, dataset, REFERENCE_BITS, s, dict(row.hyper),
+                      needs=exp.needs) for s in seeds]
 
 
 def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = None) -> list[Cell]:
@@ -761,10 +958,12 @@ def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = N
         bits = exp.bits if exp.layout != "bits_by_dataset" else preset.bits
         if exp.layout == "series_by_bits":
             bits = preset.bits
-        for col in preset.columns:
+        for col in experiment_columns(exp, preset):
             for row in rows:
                 for b in bits:
                     add(row, col.dataset, b)
+            for row in reference_rows(exp, preset) if col.dataset is not None else ():
+                out.extend(reference_cells(exp, preset, row, col.dataset, seeds))
     return dedupe(out)
 
 

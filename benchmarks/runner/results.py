@@ -375,6 +375,35 @@ class ResultStore:
             "embedding": table[:, 2:4],
         }
 
+    def query_ap_path(self, cell_id: str) -> Path:
+        return self.cells_dir / f"{cell_id}.query_ap.csv"
+
+    def save_query_ap(self, cell_id: str, arrays: dict[str, np.ndarray]) -> None:
+        """Per-query APs as CSV (``query_index,ap_all,ap_<K>...``; empty = left out): small text
+        that is tracked with the record, so shipped tables can state significance without the
+        (untracked) codes."""
+        names = sorted(k for k in arrays if k.startswith("query_ap_"))
+        cols = [np.asarray(arrays[n], dtype=np.float64) for n in names]
+        lines = ["query_index," + ",".join("ap_" + n[len("query_ap_"):] for n in names)]
+        for i, q in enumerate(np.asarray(arrays["query_index"])):
+            lines.append(f"{int(q)}," + ",".join("" if not np.isfinite(c[i]) else f"{c[i]:.17g}"
+                                                 for c in cols))
+        atomic_write_bytes(self.query_ap_path(cell_id), ("\n".join(lines) + "\n").encode())
+
+    def load_query_ap(self, cell_id: str) -> dict[str, np.ndarray] | None:
+        """Inverse of :meth:`save_query_ap`: ``query_index`` and ``query_ap_<key>`` (NaN = left
+        out), or None when the file is absent."""
+        path = self.query_ap_path(cell_id)
+        if not path.is_file():
+            return None
+        rows = path.read_text().splitlines()
+        header = rows[0].split(",")
+        table = [r.split(",") for r in rows[1:] if r]
+        out = {"query_index": np.array([int(r[0]) for r in table], dtype=np.int64)}
+        for j, name in enumerate(header[1:], 1):
+            out["query_" + name] = np.array([float(r[j]) if r[j] else np.nan for r in table])
+        return out
+
     def failure_path(self, cell_id: str) -> Path:
         return self.failed_dir / f"{cell_id}.json"
 
@@ -441,6 +470,12 @@ class ResultStore:
         if codes is not None:
             atomic_save_npz(self.codes_path(cell_id), **codes)
             record.setdefault("artifacts", {})["codes"] = self.codes_path(cell_id).name
+            if "query_index" in codes and any(k.startswith("query_ap_") for k in codes):
+                self.save_query_ap(cell_id, codes)
+                record["artifacts"]["query_ap"] = self.query_ap_path(cell_id).name
+        else:  # e.g. a run that did not converge: codes of an earlier run must not stay beside it
+            self.codes_path(cell_id).unlink(missing_ok=True)
+            self.query_ap_path(cell_id).unlink(missing_ok=True)
         atomic_write_json(self.record_path(cell_id), record)
         failure = self.failure_path(cell_id)
         if failure.exists():
@@ -462,7 +497,8 @@ class ResultStore:
 
     def remove(self, cell_id: str) -> None:
         """Forget a cell's result (``--force``): record first, so it is never half-removed."""
-        for path in (self.record_path(cell_id), self.codes_path(cell_id), self.tsne_path(cell_id)):
+        for path in (self.record_path(cell_id), self.codes_path(cell_id), self.tsne_path(cell_id),
+                     self.query_ap_path(cell_id)):
             if path.exists():
                 path.unlink()
 

@@ -33,6 +33,9 @@ from methods.deep import trainer
 from methods.deep.backbones import BACKBONES, INPUT_SCALINGS, is_feature_backbone
 from methods.deep.contract import TrainStep
 
+#: learning-rate schedules the trainer applies (``lr_schedule``)
+LR_SCHEDULES = ("fixed", "step", "multistep", "logspace")
+
 __all__ = ["DeepHashMethod", "TrainStep"]
 
 
@@ -54,8 +57,21 @@ class DeepHashMethod(HashMethod):
     given; images are always normalised with the ImageNet mean/std). ``augment``: random crop/flip of training images.
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``; ``amp``: mixed precision
     (GPU only). ``checkpoint_dir``: write ``checkpoint.pt`` there after every epoch (atomic);
-    ``resume=True`` continues from it. ``val_fraction``: monitor the loss on a seeded split of the
-    training data (``history_`` keys ``val_*``); never used to select a checkpoint.
+    ``resume=True`` continues from it. ``val_fraction``: a seeded split of the training data,
+    left out of training, on which the loss is monitored (``history_`` keys ``val_*``).
+
+    Schedules of the published recipes (``methods.deep.recipes``): ``lr_schedule`` ``"fixed"``
+    (default), ``"step"`` (x ``lr_gamma`` every ``lr_step_epochs``, fractional epochs allowed:
+    Caffe's iteration steps), ``"multistep"`` (x ``lr_gamma`` at each of ``lr_milestones``) or
+    ``"logspace"`` (from ``lr`` to ``lr_end`` log-linearly over the epochs, DSDH); the factor is
+    applied at every iteration to every parameter group. ``bias_lr_mult`` / ``bias_weight_decay``:
+    Caffe's rule for biases (``lr_mult: 2``, ``decay_mult: 0``).
+
+    Convergence: ``early_stopping=P`` (epochs, 0 = off) evaluates the validation mAP@all every
+    ``eval_every`` epochs (the ``val_fraction`` items as queries, ranked against the training
+    items; never the query set or database), stops when it has not improved for ``P`` epochs,
+    and keeps the model of the best evaluation (``history_`` key ``val_map``; ``stopping_`` says
+    which epoch was chosen and why training stopped).
 
     Fitted state: ``model_`` (backbone + head, eval mode), ``history_`` (one dict of mean loss terms
     per epoch), ``n_classes_``, ``device_``.
@@ -92,6 +108,15 @@ class DeepHashMethod(HashMethod):
         num_workers: int = 0,
         val_fraction: float = 0.0,
         progress: bool = True,
+        lr_schedule: str = "fixed",
+        lr_gamma: float = 0.1,
+        lr_step_epochs: float | None = None,
+        lr_milestones: tuple[float, ...] = (),
+        lr_end: float | None = None,
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: bool = True,
+        early_stopping: int = 0,
+        eval_every: int = 5,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         self.backbone = backbone
@@ -114,6 +139,15 @@ class DeepHashMethod(HashMethod):
         self.num_workers = num_workers
         self.val_fraction = val_fraction
         self.progress = progress
+        self.lr_schedule = lr_schedule
+        self.lr_gamma = lr_gamma
+        self.lr_step_epochs = lr_step_epochs
+        self.lr_milestones = tuple(lr_milestones)
+        self.lr_end = lr_end
+        self.bias_lr_mult = bias_lr_mult
+        self.bias_weight_decay = bias_weight_decay
+        self.early_stopping = early_stopping
+        self.eval_every = eval_every
 
     # ------------------------------------------------------------------ hooks
     def build_head(self, in_features: int, n_classes: int) -> nn.Module:
@@ -195,6 +229,30 @@ class DeepHashMethod(HashMethod):
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "step" and not (
+                isinstance(self.lr_step_epochs, (int, float)) and self.lr_step_epochs > 0):
+            raise ValueError("lr_schedule='step' needs lr_step_epochs > 0, got "
+                             f"{self.lr_step_epochs!r}")
+        if self.lr_schedule == "multistep" and not self.lr_milestones:
+            raise ValueError("lr_schedule='multistep' needs lr_milestones (epochs)")
+        if self.lr_schedule == "logspace" and not (
+                isinstance(self.lr_end, (int, float)) and self.lr_end > 0):
+            raise ValueError(f"lr_schedule='logspace' needs lr_end > 0, got {self.lr_end!r}")
+        if not (isinstance(self.lr_gamma, (int, float)) and self.lr_gamma > 0):
+            raise ValueError(f"lr_gamma must be a positive number, got {self.lr_gamma!r}")
+        if not (isinstance(self.bias_lr_mult, (int, float)) and self.bias_lr_mult > 0):
+            raise ValueError(f"bias_lr_mult must be a positive number, got {self.bias_lr_mult!r}")
+        for name in ("early_stopping", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every!r}")
+        if self.early_stopping and not self.val_fraction > 0:
+            raise ValueError("early_stopping needs val_fraction > 0: the validation items it "
+                             "scores are carved from the training data")
         if self.input_scaling not in INPUT_SCALINGS:
             raise ValueError(
                 f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}"
@@ -211,6 +269,7 @@ class DeepHashMethod(HashMethod):
         result = trainer.fit_model(self, X, Y)
         self.model_ = result.model
         self.history_ = result.history
+        self.stopping_ = result.stopping
         self.device_ = result.device
         self.n_classes_ = Y.shape[1]
 
@@ -263,4 +322,18 @@ class DeepHashMethod(HashMethod):
                     **extra,
                 }
         reason = "loss decreased" if decreased else "single epoch: no trend to judge"
-        return {"converged": True, "reason": reason, **extra}
+        return {"converged": True, "reason": reason, **extra, **self.training_report()}
+
+    def training_report(self) -> dict[str, Any]:
+        """How training ended: epochs run, the loss's relative change over the last 10% of the
+        epochs, early stopping's chosen epoch, and ``still_improving`` (the loss still moved by
+        more than ``trainer.MAX_FINAL_RELATIVE_CHANGE`` at the end of a run that was not
+        stopped by early stopping: the tables mark it "not converged")."""
+        history = getattr(self, "history_", None) or []
+        change = trainer.final_relative_change(history)
+        stopping = getattr(self, "stopping_", None)
+        stopped_early = bool(stopping and stopping.get("reason", "").startswith("validation"))
+        still = (change is not None and change > trainer.MAX_FINAL_RELATIVE_CHANGE
+                 and not stopped_early)
+        return {"epochs_run": len(history), "loss_rel_change_last_10pct": change,
+                "early_stopping": stopping, "still_improving": bool(still)}

@@ -75,6 +75,15 @@ class TrainableMethod(Protocol):
     num_workers: int
     val_fraction: float
     progress: bool
+    lr_schedule: str
+    lr_gamma: float
+    lr_step_epochs: float | None
+    lr_milestones: tuple[float, ...]
+    lr_end: float | None
+    bias_lr_mult: float
+    bias_weight_decay: bool
+    early_stopping: int
+    eval_every: int
     needs_epoch_outputs: bool
 
     def get_params(self) -> dict[str, Any]: ...

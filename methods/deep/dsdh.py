@@ -60,6 +60,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch
+from methods.search import LR, LogUniform
 
 __all__ = ["DSDH", "dsdh_discrete_step", "dsdh_loss"]
 
@@ -147,6 +148,13 @@ class DSDH(DeepHashMethod):
         "Q. Li, Z. Sun, R. He, T. Tan. Deep Supervised Discrete Hashing. NeurIPS 2017"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr; the classification weight mu and the quantization weight eta one decade either side of
+    #: the official train.m values (mu = 1, eta = 55) [D: range of this project]
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LR,
+        "mu": LogUniform(0.1, 10.0),
+        "eta": LogUniform(5.5, 550.0),
+    }
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ from torch import nn
 from methods.base import register
 from methods.deep.base import DeepHashMethod, TrainStep
 from methods.deep.pairwise import TEST_PARAMS, check_pair_batch
+from methods.search import LR
 
 __all__ = ["HBMP", "binary_inference", "hbmp_loss", "unique_label_affinity"]
 
@@ -150,8 +151,9 @@ def binary_inference(
                 if np.linalg.norm(mask * (X - S)) > np.linalg.norm(mask * (X_refit - S)):
                     weights, X = refit, X_refit
         residual = mask * (S - X)  # M o -R, R = X - S
-        _, vectors = np.linalg.eigh(residual)
-        y = np.where(vectors[:, -1] > 0, 1.0, -1.0)
+        values, vectors = np.linalg.eigh(residual)
+        # MATLAB's stable descending sort: the first of equal top eigenvalues
+        y = np.where(vectors[:, np.argmax(values)] > 0, 1.0, -1.0)
         taken = np.array([all_minus, *codes]) if t > 1 else np.zeros((0, n))
         if _first_admissible(y[None], residual, taken) is None:
             draws, found = 0, None
@@ -185,6 +187,9 @@ class HBMP(DeepHashMethod):
         "F. Cakir, K. He, S. Sclaroff. Hashing with Binary Matrix Pursuit. ECCV 2018"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: lr only: the official stage-2 hinge has no weight or margin of its own (stage 1's
+    #: max_iter / tolerance are algorithm limits, not knobs a tuner should trade)
+    search_space: ClassVar[dict[str, Any]] = {"lr": LR}
 
     def __init__(
         self,

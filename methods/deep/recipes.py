@@ -76,16 +76,15 @@ __all__ = [
 RECIPES = ("published", "shared")
 DATASET_KINDS = ("imagenet", "coco", "nuswide", "cifar10")
 SCHEDULE_KINDS = ("fixed", "step", "multistep", "logspace")
-#: recipe fields the current trainer (methods/deep/trainer.py: SGD with one fixed lr per
-#: parameter group, hash_lr_mult on the whole head) cannot express
+#: recipe fields the trainer (methods/deep/trainer.py: SGD; lr schedules fixed / step /
+#: multistep / logspace; Caffe's bias rule; SSDH's classifier multiplier) cannot express
 TRAINER_UNSUPPORTED = (
     "optimizer",
     "nesterov",
-    "schedule",
-    "classifier_lr_mult",
-    "bias_lr_mult",
-    "bias_decay_mult",
-    "epochs",
+    "classifier_lr_mult",  # on a method without a classifier_lr_mult parameter
+    "bias_decay_mult",  # other than 0 or 1
+    "epochs",  # iterations of an unknown training-set size
+    "schedule",  # milestones in such iterations
 )
 
 _DATASET_ALIASES = {
@@ -453,24 +452,40 @@ def effective_schedule(recipe: Recipe) -> Schedule:
     return s
 
 
-def _unsupported_fields(recipe: Recipe) -> dict[str, Any]:
+def _trainer_fields(recipe: Recipe, params: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe's schedule, bias rule and classifier multiplier as trainer keyword arguments,
+    and the fields the trainer cannot express (``TRAINER_UNSUPPORTED``)."""
+    kwargs: dict[str, Any] = {}
     out: dict[str, Any] = {}
     if recipe.optimizer != "sgd":
         out["optimizer"] = recipe.optimizer
     if recipe.nesterov:
         out["nesterov"] = True
     schedule = effective_schedule(recipe)
-    if schedule.kind != "fixed":
-        out["schedule"] = schedule
+    if schedule.kind == "step":
+        kwargs.update(lr_schedule="step", lr_gamma=schedule.gamma,
+                      lr_step_epochs=schedule.every_epochs)
+    elif schedule.kind == "multistep" and schedule.milestones:
+        kwargs.update(lr_schedule="multistep", lr_gamma=schedule.gamma,
+                      lr_milestones=tuple(schedule.milestones))
+    elif schedule.kind == "multistep":  # iteration milestones of an unknown training-set size
+        out["schedule"] = schedule.official
+    elif schedule.kind == "logspace":
+        kwargs.update(lr_schedule="logspace", lr_end=schedule.end_lr)
     if recipe.classifier_lr_mult is not None and recipe.classifier_lr_mult != recipe.head_lr_mult:
-        out["classifier_lr_mult"] = recipe.classifier_lr_mult
+        if "classifier_lr_mult" in params:
+            kwargs["classifier_lr_mult"] = recipe.classifier_lr_mult
+        else:
+            out["classifier_lr_mult"] = recipe.classifier_lr_mult
     if recipe.bias_lr_mult != 1.0:
-        out["bias_lr_mult"] = recipe.bias_lr_mult
-    if recipe.bias_decay_mult != 1.0:
+        kwargs["bias_lr_mult"] = recipe.bias_lr_mult
+    if recipe.bias_decay_mult == 0.0:
+        kwargs["bias_weight_decay"] = False
+    elif recipe.bias_decay_mult != 1.0:
         out["bias_decay_mult"] = recipe.bias_decay_mult
     if recipe.epochs is None:
         out["epochs"] = f"{recipe.iterations} iterations, training-set size unknown"
-    return out
+    return kwargs, out
 
 
 def _class_params(cls: type) -> list[str]:
@@ -512,12 +527,13 @@ def resolve_recipe(method: str, recipe: str = "published", dataset: str | None =
             raise ValueError(f"recipe {recipe!r} of {method!r} sets {key!r}, which "
                              f"{cls.__name__} lacks")
         kwargs[key] = value
+    trainer_kwargs, unsupported = _trainer_fields(r, params)
+    kwargs.update(trainer_kwargs)
     missing = [k for k in kwargs if k not in params]
     if missing:
         raise ValueError(f"{cls.__name__} ({method}) has no training option(s) {missing} for "
                          f"recipe {recipe!r}")
-    return ResolvedRecipe(method, recipe, entry, kwargs, _unsupported_fields(r),
-                          r.source.citation())
+    return ResolvedRecipe(method, recipe, entry, kwargs, unsupported, r.source.citation())
 
 
 def recipe_kwargs(method: str, recipe: str = "published", dataset: str | None = None,

@@ -122,9 +122,11 @@ class SSDH(DeepHashMethod):
         beta: float = 1.0,
         gamma: float = 1.0,
         reg_normalisation: str = "paper",
+        classifier_lr_mult: float = 1.0,
         **train_options: Any,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed, **train_options)
+        self.classifier_lr_mult = classifier_lr_mult
         self.classification = classification
         self.alpha = alpha
         self.beta = beta
@@ -165,6 +167,16 @@ class SSDH(DeepHashMethod):
     def build_head(self, in_features: int, n_classes: int) -> nn.Module:
         self._check_params()
         return SSDHHead(in_features, self.n_bits, n_classes)
+
+    def param_groups(self, backbone: nn.Module, head: nn.Module) -> list[dict[str, Any]]:
+        """The released prototxt's rates: the latent layer at ``hash_lr_mult``, the classifier
+        at ``classifier_lr_mult`` x the base rate (``lr_mult: 10`` on ``fc8_encode``)."""
+        if self.classifier_lr_mult == self.hash_lr_mult:
+            return super().param_groups(backbone, head)
+        groups = super().param_groups(backbone, nn.ModuleList([head.latent]))
+        groups.append({"params": list(head.classifier.parameters()),
+                       "lr": self.lr * self.classifier_lr_mult})
+        return groups
 
     def loss_terms(
         self, head: nn.Module, u: torch.Tensor, labels: torch.Tensor, step: TrainStep

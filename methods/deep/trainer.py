@@ -59,7 +59,7 @@ CHECKPOINT_FORMAT = 1
 #: parameters that do not change what is learned (excluded from the resume fingerprint); ``epochs``
 #: is excluded so that a finished run can be extended (the schedule is a fixed learning rate).
 RUN_ONLY_PARAMS = frozenset(
-    {"progress", "checkpoint_dir", "resume", "num_workers", "device", "epochs", "val_fraction"}
+    {"progress", "checkpoint_dir", "resume", "num_workers", "device", "epochs"}
 )
 
 
@@ -178,6 +178,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     device: torch.device | None = None
     resumed_from_epoch: int = 0
+    #: early stopping: the epoch kept, its validation mAP, the epoch training stopped at, why
+    stopping: dict[str, Any] | None = None
 
 
 def _fingerprint(method: TrainableMethod, data: InputData, Y: np.ndarray) -> dict[str, Any]:
@@ -282,11 +284,13 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
     method.prepare_state(head, labels_all, torch.as_tensor(all_idx, dtype=torch.long))
     model = TrainedModel(backbone, head).to(device)
     optimizer = torch.optim.SGD(
-        method.param_groups(backbone, head),
+        _with_bias_rule(method, method.param_groups(backbone, head), backbone, head),
         lr=method.lr,
         momentum=method.momentum,
         weight_decay=method.weight_decay,
     )
+    for group in optimizer.param_groups:  # the schedule scales each group's own rate
+        group.setdefault("base_lr", group["lr"])
     use_amp = bool(method.amp) and device.type == "cuda"
     if method.amp and not use_amp:
         warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=3)
@@ -295,6 +299,7 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
     iters_per_epoch = len(_split_batches(all_idx, method.batch_size))
     history: list[dict[str, float]] = []
     start_epoch = 0
+    early = EarlyStopping(int(method.early_stopping))
 
     # ------------------------------------------------------------ resume
     ckpt_path = Path(method.checkpoint_dir) / CHECKPOINT_NAME if method.checkpoint_dir else None
@@ -320,6 +325,7 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
             generator.set_state(state["generator"])
             history = list(state["history"])
             start_epoch = int(state["epoch"])
+            early.load_state(state.get("early"))
 
     # ------------------------------------------------------------ loop
     bar = None
@@ -335,6 +341,8 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
         )
     try:
         for epoch in range(start_epoch, method.epochs):
+            if early.stopped:
+                break
             t0 = time.perf_counter()
             model.train()
             order = all_idx[torch.randperm(len(all_idx), generator=generator).numpy()]
@@ -351,6 +359,9 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
                     total_epochs=method.epochs,
                     batch_index=rows.to(device, non_blocking=True),
                 )
+                factor = lr_factor(method, epoch + b / iters_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
                 x = _preprocess(method, xb, device, train=True, generator=generator)
                 yb = labels_all.index_select(0, rows).to(device, non_blocking=True)
                 if use_amp:
@@ -420,6 +431,12 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
                         method, model, data, labels_all, val_idx, device, epoch, iters_per_epoch
                     )
                 )
+            if early.patience and ((epoch + 1) % method.eval_every == 0
+                                   or epoch + 1 == method.epochs):
+                record["val_map"] = _validation_map(method, model, data, labels_all, val_idx,
+                                                    all_idx, device)
+                early.update(record["val_map"], epoch + 1, model)
+                model.train()
             record["time_s"] = time.perf_counter() - t0
             history.append(record)
             if bar is not None:
@@ -442,14 +459,115 @@ def _fit(method: TrainableMethod, X: Any, Y: np.ndarray, device: torch.device) -
                         "generator": generator.get_state(),
                         "history": history,
                         "fingerprint": fingerprint,
+                        "early": early.state(),
                     },
                     ckpt_path,
                 )
     finally:
         if bar is not None:
             bar.close()
+    stopping = early.finish(model, len(history)) if early.patience else None
     model.eval()
-    return FitResult(model=model, history=history, device=device, resumed_from_epoch=start_epoch)
+    return FitResult(model=model, history=history, device=device, resumed_from_epoch=start_epoch,
+                     stopping=stopping)
+
+
+def lr_factor(method: TrainableMethod, epoch: float) -> float:
+    """The schedule's multiplier of every group's base rate at (fractional) ``epoch``."""
+    kind = method.lr_schedule
+    if kind == "fixed":
+        return 1.0
+    if kind == "step":  # Caffe "step": gamma ** floor(iter / stepsize)
+        return float(method.lr_gamma) ** math.floor(epoch / float(method.lr_step_epochs))
+    if kind == "multistep":  # Caffe "multistep" / torch MultiStepLR
+        return float(method.lr_gamma) ** sum(epoch >= m for m in method.lr_milestones)
+    if kind == "logspace":  # DSDH: np.logspace(log10 lr, log10 lr_end, epochs)[epoch]
+        span = max(1, int(method.epochs) - 1)
+        return (float(method.lr_end) / float(method.lr)) ** (min(math.floor(epoch), span) / span)
+    raise ValueError(f"unknown lr_schedule {kind!r}")
+
+
+def _with_bias_rule(method: TrainableMethod, groups: list[dict[str, Any]], backbone: nn.Module,
+                    head: nn.Module) -> list[dict[str, Any]]:
+    """Caffe's bias rule: every bias in its own group at ``bias_lr_mult`` x the group's rate and,
+    with ``bias_weight_decay=False``, no weight decay. Unchanged when neither is set."""
+    if method.bias_lr_mult == 1.0 and method.bias_weight_decay:
+        return groups
+    biases = {id(p) for module in (backbone, head) for name, p in module.named_parameters()
+              if name == "bias" or name.endswith(".bias")}
+    out = []
+    for group in groups:
+        params = list(group["params"])
+        rest = [p for p in params if id(p) not in biases]
+        bias = [p for p in params if id(p) in biases]
+        lr = group.get("lr", method.lr)
+        if rest:
+            out.append({**group, "params": rest})
+        if bias:
+            decay = group.get("weight_decay", method.weight_decay)
+            out.append({**group, "params": bias, "lr": lr * method.bias_lr_mult,
+                        "weight_decay": decay if method.bias_weight_decay else 0.0})
+    return out
+
+
+class EarlyStopping:
+    """Stop when the validation mAP has not improved for ``patience`` epochs; keep the best model.
+
+    Its state (best value, epoch, a CPU copy of the best weights, whether it stopped) goes into
+    every checkpoint, so a resumed run stops where the uninterrupted one would.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_map = -math.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped = False
+
+    def update(self, value: float, epoch: int, model: nn.Module) -> None:
+        if value > self.best_map:
+            self.best_map, self.best_epoch = value, epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in model.state_dict().items()}
+        elif epoch - self.best_epoch >= self.patience:
+            self.stopped = True
+
+    def state(self) -> dict[str, Any]:
+        return {"best_map": self.best_map, "best_epoch": self.best_epoch,
+                "best_state": self.best_state, "stopped": self.stopped}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.best_map, self.best_epoch = state["best_map"], state["best_epoch"]
+            self.best_state, self.stopped = state["best_state"], state["stopped"]
+
+    def finish(self, model: nn.Module, epochs_run: int) -> dict[str, Any]:
+        """Restore the best weights; say which epoch was kept and why training ended."""
+        if self.best_state is not None and self.best_epoch != epochs_run:
+            model.load_state_dict(self.best_state)
+        return {"patience": self.patience, "best_epoch": self.best_epoch,
+                "best_val_map": self.best_map if self.best_state is not None else None,
+                "epochs_run": epochs_run,
+                "reason": (f"validation mAP did not improve for {self.patience} epochs"
+                           if self.stopped else "epoch budget reached")}
+
+
+@torch.no_grad()
+def _validation_map(method: TrainableMethod, model: TrainedModel, data: InputData,
+                    labels_all: torch.Tensor, val_idx: np.ndarray, train_idx: np.ndarray,
+                    device: torch.device) -> float:
+    """mAP@all of the validation items (queries) against the training items (database), with
+    the project's evaluation engine; both are parts of the training split."""
+    from benchmarks.metrics import map_at_k  # the one evaluation engine (no import circle)
+
+    def codes(index: np.ndarray) -> np.ndarray:
+        u = _forward_all(method, model, data, index, device)
+        return method.codes_from_outputs(u).cpu().numpy().astype(bool)
+
+    labels = labels_all.numpy().astype(np.uint8)
+    value = float(map_at_k(codes(val_idx), codes(train_idx), labels[val_idx], labels[train_idx],
+                           k=None, no_hit="drop"))
+    return value if math.isfinite(value) else 0.0
 
 
 @torch.no_grad()
@@ -525,6 +643,22 @@ def _forward_all(
 
 
 MIN_RELATIVE_DECREASE = 0.01
+#: a run whose loss still moves by more than this over its last tenth of epochs is marked
+#: "not converged" in the tables (its result stands, with the mark)
+MAX_FINAL_RELATIVE_CHANGE = 0.01
+
+
+def final_relative_change(history: Sequence[dict[str, float]], key: str = "loss") -> float | None:
+    """``|L_last - L_start| / |L_start|`` over the last 10% of the epochs (at least one epoch
+    back): how much the loss still moved at the end. None with fewer than 2 epochs."""
+    losses = [h[key] for h in history if key in h]
+    if len(losses) < 2:
+        return None
+    back = max(1, math.ceil(0.1 * len(losses)))
+    start, last = losses[-1 - back], losses[-1]
+    if not (math.isfinite(start) and math.isfinite(last)):
+        return None
+    return abs(last - start) / max(abs(start), 1e-12)
 
 
 def loss_decreased(

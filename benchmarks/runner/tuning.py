@@ -1,0 +1,261 @@
+"""An equal tuning budget for every method, chosen on validation data only (``--tune N``).
+
+For one method on one dataset column, :func:`tune` runs ``N`` Optuna trials over the method's
+declared search space (``search_space`` next to its class, :mod:`methods.search`): ``lr`` for
+deep methods plus at most two of the method's own knobs. Each trial
+
+* trains on the training split **minus a validation part** (``val_fraction`` of the training items,
+  at most ``max_val_queries``, drawn with the tuning seed), and
+* is scored by the **validation mAP@all**: the validation items are the queries, ranked against
+  the rest of the training split. The query set and the database are never seen.
+
+Deep trials train in four stages (a quarter of the epochs each, resuming the trial's checkpoint,
+so the result equals one uninterrupted run) and report the validation mAP after each stage, so
+Optuna's median pruner stops hopeless trials early. A trial whose loss diverges, or that raises,
+is recorded as failed and the search goes on.
+
+The study lives in an Optuna journal file, ``<results>/<preset>/tuning/<study>.journal``: a run
+killed mid-way resumes from its stored trials (a finished trial is never run twice; a trial left
+*running* by a dead process on this host is marked failed and replaced), and several processes
+(e.g. Slurm jobs through the submitit launcher) may add trials to one study at the same time.
+The trial history (parameters, validation mAP, epochs run, seconds, state) goes into
+``<study>.json`` beside it and into every cell record that uses the result.
+
+Tuning happens at one code length per method and column (``TuneSpec.bits``); the chosen values
+are reused at the other lengths and for every seed. The best configuration is then retrained on
+the whole training split and evaluated once, by the ordinary cell job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TuneSpec", "TuningError", "resolve_for_bits", "study_name", "tune",
+           "validation_split"]
+
+log = logging.getLogger("hashbench.runner")
+
+#: deep trials report the validation mAP after each of this many stages (for the pruner)
+N_STAGES = 4
+
+
+class TuningError(RuntimeError):
+    """Tuning could not produce a configuration (every trial failed, a bad search space, ...)."""
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """The tuning budget and protocol of a preset: equal for every method."""
+
+    n_trials: int
+    bits: int = 48  # code length tuned at; reused at the others
+    seed: int = 0  # seed of the sampler, the validation split and every trial's training
+    val_fraction: float = 0.2
+    max_val_queries: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_trials, int) or self.n_trials < 1:
+            raise ValueError(f"--tune needs a number of trials >= 1, got {self.n_trials!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+
+def validation_split(n_train: int, spec: TuneSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into the training split) of the validation queries and of the rest.
+
+    ``val_fraction`` of the training items, at most ``max_val_queries``, at least 1, drawn with
+    ``default_rng(spec.seed)``; the rest is both the trials' training set and their database.
+    """
+    n_val = int(min(spec.max_val_queries, max(1, round(spec.val_fraction * n_train))))
+    if n_train - n_val < 2:
+        raise TuningError(f"a training split of {n_train} items is too small to hold out "
+                          "validation queries for tuning")
+    order = np.random.default_rng(spec.seed).permutation(n_train)
+    return np.sort(order[:n_val]), np.sort(order[n_val:])
+
+
+def study_name(method: str, dataset_key: str, split_hash: str, base: dict[str, Any],
+               spec: TuneSpec) -> str:
+    """Readable and unique: what is tuned, on which data, from which base settings.
+
+    The number of trials is not part of it: a larger budget extends the same study, and a cell
+    uses the first ``n_trials`` finished trials, so its result does not depend on later ones.
+    """
+    key = json.dumps({"method": method, "dataset": dataset_key, "split": split_hash,
+                      "base": {k: repr(v) for k, v in sorted(base.items())},
+                      "bits": spec.bits, "seed": spec.seed, "val_fraction": spec.val_fraction,
+                      "max_val_queries": spec.max_val_queries}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return f"{method}-{dataset_key}-{spec.bits}b-{digest}"
+
+
+def resolve_for_bits(cls: type, raw: dict[str, Any], n_bits: int) -> dict[str, Any]:
+    """Constructor values of tuned ``raw`` draws at ``n_bits`` (a margin searched as c·K is
+    reused as c·K' at another length K')."""
+    space = cls.search_space
+    return {name: space[name].resolve(value, n_bits) for name, value in raw.items()}
+
+
+def _subset(X: Any, idx: np.ndarray) -> Any:
+    return X.subset(idx) if hasattr(X, "subset") else X[idx]
+
+
+def _val_map(method: Any, X_val: Any, Y_val: np.ndarray, X_rest: Any, Y_rest: np.ndarray) -> float:
+    from benchmarks import metrics
+
+    value = float(metrics.map_at_k(method.encode(X_val), method.encode(X_rest), Y_val, Y_rest,
+                                   k=None, no_hit="drop"))
+    if not math.isfinite(value):
+        raise FloatingPointError("validation mAP is not finite")
+    return value
+
+
+def _mark_interrupted(study: Any) -> int:
+    """Fail the trials left RUNNING by a process of this host that is gone (killed mid-trial)."""
+    from optuna.trial import TrialState
+
+    from benchmarks.runner.results import _process_alive
+
+    host = socket.gethostname()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _process_alive(int(t.user_attrs.get("pid", -1))):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                               "interrupted: its process is gone")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def _history(trials: list[Any]) -> list[dict[str, Any]]:
+    return [{"number": t.number, "state": t.state.name, "params": dict(t.params),
+             "val_map": t.value if t.state.name == "COMPLETE" else
+             t.user_attrs.get("last_val_map"),
+             "epochs_run": t.user_attrs.get("epochs_run"), "seconds": t.user_attrs.get("seconds"),
+             "fail_reason": t.user_attrs.get("fail_reason")} for t in trials]
+
+
+def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spec: TuneSpec,
+         storage_dir: str | Path, name: str, *, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume, or reuse) the study ``name``; return its outcome.
+
+    ``base``: the constructor keyword arguments every trial starts from (the cell's hyper-parameters
+    and training options, and for deep methods its run options except the checkpoint). Returns
+    ``{"study", "storage", "n_trials", "bits", "best_params", "best_val_map", "trials",
+    "seconds"}``; the best trial is chosen among the first ``n_trials`` finished ones.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    from methods.search import suggest_params, validate_search_space
+
+    validate_search_space(cls)
+    if not cls.search_space:  # e.g. LSH: nothing to tune, the defaults are its only recipe
+        return {"study": None, "n_trials": 0, "bits": spec.bits, "spec": asdict(spec),
+                "trials": [], "best_raw": {}, "best_params": {}, "best_val_map": None,
+                "seconds": 0.0, "note": f"{cls.__name__} declares no search space: defaults"}
+    storage_dir = Path(storage_dir)
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    journal = storage_dir / f"{name}.journal"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name, direction="maximize", load_if_exists=True,
+        storage=JournalStorage(JournalFileBackend(str(journal))),
+        sampler=optuna.samplers.TPESampler(seed=spec.seed,
+                                           n_startup_trials=max(1, min(10, spec.n_trials // 3))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.n_trials // 4),
+                                           n_warmup_steps=0))
+    interrupted = _mark_interrupted(study)
+    if interrupted:
+        log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
+                    interrupted)
+
+    val_pos, rest_pos = validation_split(len(Y_train), spec)
+    X_val, X_rest = _subset(X_train, val_pos), _subset(X_train, rest_pos)
+    Y_val, Y_rest = Y_train[val_pos], Y_train[rest_pos]
+    deep = cls.kind == "deep"
+    epochs = int(base.get("epochs", 1)) if deep else 1
+    stages = sorted({max(1, round(epochs * (i + 1) / N_STAGES)) for i in range(N_STAGES)})
+    trial_root = storage_dir / f"{name}.trials"
+
+    def objective(trial: Any) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        t0 = time.perf_counter()
+        params = suggest_params(cls, trial, spec.bits)
+        kwargs = {**base, **params}
+        ckpt = trial_root / f"trial-{trial.number}"
+        value = math.nan
+        try:
+            for step, stage in enumerate(stages if deep else [1]):
+                extra = {"epochs": stage, "checkpoint_dir": str(ckpt), "resume": True} if deep \
+                    else {}
+                method = cls(n_bits=spec.bits, seed=spec.seed, **{**kwargs, **extra})
+                method.fit(X_rest, Y_rest)
+                value = _val_map(method, X_val, Y_val, X_rest, Y_rest)
+                trial.set_user_attr("epochs_run", stage if deep else None)
+                trial.set_user_attr("last_val_map", value)
+                trial.set_user_attr("seconds", time.perf_counter() - t0)
+                if deep and stage < stages[-1]:
+                    trial.report(value, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            raise
+        finally:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        return value
+
+    t_start = time.perf_counter()
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    while True:
+        done = study.get_trials(deepcopy=False, states=finished_states)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        todo = spec.n_trials - len(done) - len(running)
+        if todo <= 0:
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        t = study.trials[-1]
+        log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
+                 f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        time.sleep(2.0)  # trials of another worker on the same study: wait for their end
+        if len(study.get_trials(deepcopy=False, states=finished_states)) >= spec.n_trials:
+            break
+    trials = sorted(study.get_trials(deepcopy=False, states=finished_states),
+                    key=lambda t: t.number)[: spec.n_trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    outcome: dict[str, Any] = {
+        "study": name, "storage": journal.name, "n_trials": spec.n_trials, "bits": spec.bits,
+        "spec": asdict(spec), "trials": _history(trials),
+        "seconds": sum(t.user_attrs.get("seconds") or 0.0 for t in trials),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    if not complete:
+        reasons = {t.user_attrs.get("fail_reason") or t.state.name for t in trials}
+        raise TuningError(f"tuning {name}: none of {len(trials)} trials completed "
+                          f"({'; '.join(sorted(map(str, reasons)))})")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    outcome.update(best_trial=best.number, best_raw=dict(best.params),
+                   best_params=resolve_for_bits(cls, best.params, spec.bits),
+                   best_val_map=best.value)
+    (storage_dir / f"{name}.json").write_text(json.dumps(outcome, indent=1, default=str) + "\n")
+    return outcome

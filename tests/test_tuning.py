@@ -1,0 +1,183 @@
+"""``--tune N``: an equal budget, chosen on validation data only, resumable, failures recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import run_all
+from benchmarks.runner.results import ResultStore
+from benchmarks.runner.tuning import TuneSpec, TuningError, tune, validation_split
+from methods.search import Uniform
+from methods.shallow.lsh import LSH
+
+
+class CountingLSH(LSH):
+    """LSH with a dummy knob; counts fits, and diverges where ``knob`` > 0.8."""
+
+    name = "counting_lsh"
+    search_space = {"knob": Uniform(0.0, 1.0)}  # noqa: RUF012
+    fits: list[float] = []  # noqa: RUF012
+
+    def __init__(self, n_bits: int = 16, seed: int = 0, knob: float = 0.5) -> None:
+        super().__init__(n_bits=n_bits, seed=seed)
+        self.knob = knob
+
+    def _fit(self, X, Y):
+        CountingLSH.fits.append(self.knob)
+        if self.knob > 0.8:
+            raise FloatingPointError("loss became NaN (planted)")
+        return super()._fit(X, Y)
+
+
+def _data(n: int = 200):
+    rng = np.random.default_rng(0)
+    Y = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, n)]
+    X = (Y @ rng.normal(size=(4, 16)) * 3 + rng.normal(size=(n, 16))).astype(np.float32)
+    return X, Y
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    CountingLSH.fits = []
+
+
+def test_validation_split_is_seeded_disjoint_and_inside_train():
+    spec = TuneSpec(n_trials=1, val_fraction=0.2, max_val_queries=30)
+    val, rest = validation_split(200, spec)
+    assert len(val) == 30 and len(rest) == 170
+    assert not np.intersect1d(val, rest).size and np.union1d(val, rest).tolist() == list(range(200))
+    again, _ = validation_split(200, spec)
+    np.testing.assert_array_equal(val, again)
+
+
+def test_a_killed_run_resumes_and_no_finished_trial_runs_twice(tmp_path):
+    X, Y = _data()
+    spec3 = TuneSpec(n_trials=3, bits=16)
+    out = tune(CountingLSH, {}, X, Y, spec3, tmp_path, "study")
+    assert len(CountingLSH.fits) == 3 and out["n_trials"] == 3
+    # a process killed mid-trial leaves a RUNNING trial; the next run marks it failed
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="study", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "study.journal"))))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("host", __import__("socket").gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    out = tune(CountingLSH, {}, X, Y, TuneSpec(n_trials=5, bits=16), tmp_path, "study")
+    states = [t["state"] for t in out["trials"]]
+    assert len(CountingLSH.fits) == 3 + 1  # only the missing trial ran: 3 done + 1 killed
+    assert states[3] == "FAIL" and out["trials"][3]["fail_reason"].startswith("interrupted")
+    assert len(states) == 5
+    assert tune(CountingLSH, {}, X, Y, spec3, tmp_path, "study")["best_raw"] == \
+        tune(CountingLSH, {}, X, Y, spec3, tmp_path, "study")["best_raw"]
+    assert len(CountingLSH.fits) == 4  # reusing a finished study trains nothing
+
+
+def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
+    X, Y = _data()
+    out = tune(CountingLSH, {}, X, Y, TuneSpec(n_trials=12, bits=16), tmp_path, "s")
+    failed = [t for t in out["trials"] if t["state"] == "FAIL"]
+    assert failed and all("planted" in t["fail_reason"] for t in failed)
+    assert len(out["trials"]) == 12 and out["best_raw"]["knob"] <= 0.8
+    history = json.loads((tmp_path / "s.json").read_text())
+    assert {"params", "val_map", "epochs_run", "seconds", "state"} <= set(history["trials"][0])
+
+
+def test_every_trial_failing_is_an_error_naming_the_reason(tmp_path):
+    X, Y = _data()
+
+    class AlwaysNaN(CountingLSH):
+        search_space = {"knob": Uniform(0.9, 1.0)}  # noqa: RUF012
+
+    with pytest.raises(TuningError, match="none of 2 trials completed .*planted"):
+        tune(AlwaysNaN, {}, X, Y, TuneSpec(n_trials=2, bits=16), tmp_path, "bad")
+
+
+def test_tune_below_one_trial_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_all.main(["--table", "3", "--preset", "test", "--tune", "0",
+                      "--results-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "--tune needs at least 1 trial, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--tune needs a number of trials >= 1"):
+        TuneSpec(n_trials=0)
+
+
+SPY = textwrap.dedent('''
+    import numpy as np
+
+    from methods import register
+    from methods.search import Uniform
+    from methods.shallow.lsh import LSH
+
+    SEEN = []
+
+
+    @register("spy_lsh")
+    class SpyLSH(LSH):
+        """Records the rows it is trained on and encodes."""
+
+        search_space = {"knob": Uniform(0.0, 1.0)}
+
+        def __init__(self, n_bits=16, seed=0, knob=0.5):
+            super().__init__(n_bits=n_bits, seed=seed)
+            self.knob = knob
+
+        def _fit(self, X, Y):
+            SEEN.append(("fit", np.asarray(X).copy()))
+            return super()._fit(X, Y)
+
+        def _encode(self, X):
+            SEEN.append(("encode", np.asarray(X).copy()))
+            return super()._encode(X)
+''')
+
+
+def test_tuning_never_sees_the_queries_or_the_database(tmp_path):
+    plugin = tmp_path / "spy.py"
+    plugin.write_text(SPY)
+    results = tmp_path / "res"
+    assert run_all.main(["--table", "3", "--preset", "test", "--plugin", str(plugin), "--methods",
+                         "spy_lsh", "--bits", "16", "--tune", "3", "--results-dir", str(results),
+                         "--no-progress", "-q"]) == 0
+    seen = sys.modules["hashbench_plugin_spy"].SEEN
+    from data_protocols import get_protocol
+
+    bench = get_protocol("digits").load(None, 0, input_kind="features", progress=False)
+    rows = {bytes(r.tobytes()): part for part in ("train", "query", "database")
+            for r in np.asarray(bench.inputs(part), dtype=np.float64)}
+    train_rows = {bytes(r.tobytes()) for r in np.asarray(bench.inputs("train"), np.float64)}
+    n_trial_calls = 3 * 3  # per trial: one fit, then encode validation queries and the rest
+    for _what, X in seen[:n_trial_calls]:
+        assert all(bytes(r.tobytes()) in train_rows for r in X.astype(np.float64)), _what
+    assert len(rows) > len(train_rows)  # queries exist that the trials never touched
+    record = next(ResultStore(results, "test").iter_records())
+    assert record["recipe"] == "tuned" and set(record["tuned_values"]) == {"knob"}
+    assert record["tuning"]["n_trials"] == 3 and len(record["tuning"]["trials"]) == 3
+
+
+def test_tiny_tuning_run_of_a_deep_method_on_the_smoke_preset(tmp_path):
+    results = tmp_path / "res"
+    assert run_all.main(["--table", "3", "--preset", "smoke", "--methods", "dpah", "--bits",
+                         "16,32", "--tune", "2", "--results-dir", str(results),
+                         "--no-progress", "-q"]) == 0
+    records = sorted(ResultStore(results, "smoke").iter_records(), key=lambda r: r["bits"])
+    assert [r["bits"] for r in records] == [16, 32]
+    a, b = (r["tuning"] for r in records)
+    assert a["study"] == b["study"] and a["bits"] == b["bits"] == 16  # tuned once, reused
+    assert set(a["values"]) == {"lr", "alpha", "center_lr_mult"}
+    for r in records:
+        assert r["tuned_values"]["lr"] == dict(r["method"]["params"])["lr"]
+    studies = list((results / "smoke" / "tuning").glob("*.journal"))
+    assert len(studies) == 1
+    assert Path(studies[0]).stat().st_size > 0
