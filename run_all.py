@@ -561,6 +561,13 @@ def _main(argv: list[str] | None = None) -> int:
         log.info("%s", ud.summary())
     preset = replace(preset, overrides=tuple(args.overrides),
                      extra_methods=_extra_methods(args, exps, preset))
+    variant = []  # tables/figures of another recipe or of a tuned run go to a folder of their own
+    if args.recipe and args.recipe != preset.recipe:
+        variant.append(f"recipe-{args.recipe}")
+    if args.tune:
+        variant.append(f"tuned-{args.tune}")
+    if variant:
+        outputs = "/".join(p for p in (outputs, "-".join(variant)) if p)
     if args.recipe:
         preset = replace(preset, recipe=args.recipe)
     if args.tune:

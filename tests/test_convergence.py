@@ -126,3 +126,21 @@ def test_ssdh_classifier_gets_its_own_rate():
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
     assert rate[id(head.classifier.weight)] == pytest.approx(10 * m.lr)
     assert rate[id(head.latent.weight)] == pytest.approx(m.lr * m.hash_lr_mult)
+
+
+def test_tables_mark_a_run_whose_loss_was_still_moving(tmp_path):
+    import run_all
+    from benchmarks.runner.results import ResultStore
+
+    args = ["--table", "3", "--preset", "smoke", "--methods", "dpah", "--bits", "16",
+            "--results-dir", str(tmp_path), "--no-progress", "-q"]
+    assert run_all.main(args) == 0
+    (record,) = ResultStore(tmp_path, "smoke").iter_records()
+    convergence = record["convergence"]
+    assert convergence["epochs_run"] == 10 and convergence["early_stopping"] is None
+    still = convergence["loss_rel_change_last_10pct"] > trainer.MAX_FINAL_RELATIVE_CHANGE
+    assert convergence["still_improving"] is still
+    table = (tmp_path / "smoke" / "tables" / "table3.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| DPAH |"))
+    assert (row.split("|")[2].strip().endswith("*")) is still
+    assert ("* not converged" in table) is still

@@ -181,3 +181,6 @@ def test_tiny_tuning_run_of_a_deep_method_on_the_smoke_preset(tmp_path):
     studies = list((results / "smoke" / "tuning").glob("*.journal"))
     assert len(studies) == 1
     assert Path(studies[0]).stat().st_size > 0
+    table = (results / "smoke" / "tuned-2" / "tables" / "table3.md").read_text()  # own folder
+    assert "Recipes (deep rows:" in table and "tuned: DPAH" in table
+    assert "2 trials per method and column, at 16 bits, reused at the other lengths" in table

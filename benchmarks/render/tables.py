@@ -103,6 +103,7 @@ class Entry:
     values: list[float] = field(default_factory=list)
     reason: str = ""  # why a reference row is n/a
     ok_cells: list[Cell] = field(default_factory=list)  # the cells behind ``values``
+    n_unconverged: int = 0  # seeds whose loss still moved > 1% over the last 10% of epochs
 
     @property
     def diff(self) -> float | None:
@@ -119,6 +120,8 @@ class Entry:
         text = f"{self.mean:.4f}"
         if self.n > 1:
             text += f" ± {self.std:.4f}"
+        if self.n_unconverged:
+            text += UNCONVERGED_MARK
         if self.n_nc:
             text += f" ({self.n_nc}/{self.n + self.n_nc} N/C)"
         elif self.n < self.n_expected:
@@ -156,6 +159,8 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
             continue
         values.append(float(value))
         entry.ok_cells.append(cell)
+        if (record.get("convergence") or {}).get("still_improving"):
+            entry.n_unconverged += 1
     entry.values = values
     entry.n, entry.n_nc, entry.n_expected = len(values), n_nc, len(entry.cells)
     if values:
@@ -330,8 +335,9 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
                                     map_name(col.paper_k))
                     add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
                         _mkey(col.k), pk)
-        notes.append("DSDH, TALR, HBMP and GreedyHash rows of the paper are the original papers' "
-                     "numbers; they are `missing` here unless those methods are registered")
+        notes.append("the paper's DSDH, TALR, HBMP and GreedyHash values are the original papers' "
+                     "numbers; ours are this project's implementations (methods/deep/dsdh.py, "
+                     "talr.py, hbmp.py, greedyhash.py), trained under this table's recipe")
     else:
         raise ValueError(f"{exp.name} is not a table layout: {exp.layout}")
     data = TableData(exp, preset, blocks, rows, entries, notes, refs if blocks else [])
@@ -490,6 +496,62 @@ def _mkey(k: int | None) -> str:
 
 
 # ------------------------------------------------------------------------------ table formats
+#: after a value whose run had not converged (loss still moving at the end of training)
+UNCONVERGED_MARK = "*"
+
+
+def _recipe_lines(data: TableData, store: ResultStore) -> list[str]:
+    """Which training recipe each row used, the tuned values (and where they were tuned), the
+    published-recipe fields that could not be followed, and the not-converged mark."""
+    recipes: dict[str, set[str]] = {}
+    tuned: dict[str, dict[str, Any]] = {}
+    gaps: dict[str, dict[str, str]] = {}
+    unconverged = 0
+    for e in data.entries.values():
+        unconverged += e.n_unconverged
+        for c in e.cells:
+            r = store.load(c.cell_id)
+            if not r:
+                continue
+            kind = r.get("method", {}).get("kind")
+            recipe = r.get("recipe", "shared")
+            recipes.setdefault(e.row, set()).add(
+                recipe if kind == "deep" or recipe == "tuned" else "defaults")
+            if r.get("tuning") and r["tuning"].get("study"):
+                t = r["tuning"]
+                tuned.setdefault(f"{e.row} [{e.block.split(' — ')[-1]}]", {
+                    "values": t.get("best_raw"), "bits": t.get("bits"), "n": t.get("n_trials"),
+                    "val": t.get("best_val_map")})
+            if r.get("recipe_gaps"):
+                gaps.setdefault(e.row, r["recipe_gaps"])
+    lines = []
+    if recipes:
+        by = {}
+        for row, names in recipes.items():
+            by.setdefault(", ".join(sorted(names)), []).append(row)
+        lines.append("Recipes (deep rows: shared = the preset's one recipe, published = each "
+                     "method's official recipe, tuned = --tune; shallow rows: their defaults "
+                     "unless tuned): " + "; ".join(f"{k}: {', '.join(v)}"
+                                                  for k, v in sorted(by.items())) + ".")
+    if tuned:
+        any_t = next(iter(tuned.values()))
+        lines.append(f"Tuned on validation queries drawn from the training split (never the "
+                     f"query set or database), {any_t['n']} trials per method and column, at "
+                     f"{any_t['bits']} bits, reused at the other lengths: " + "; ".join(
+                         f"{k}: " + ", ".join(f"{p}={v:.4g}" if isinstance(v, float) else
+                                              f"{p}={v}" for p, v in (t["values"] or {}).items())
+                         + (f" (val mAP {t['val']:.4f})" if t["val"] is not None else "")
+                         for k, t in sorted(tuned.items())) + ".")
+    for row, g in sorted(gaps.items()):
+        lines.append(f"{row}: published recipe not fully followed: "
+                     + "; ".join(f"{k}: {v}" for k, v in g.items()) + ".")
+    if unconverged:
+        lines.append(f"{UNCONVERGED_MARK} not converged: the loss still moved by more than 1% "
+                     "over the last 10% of the epochs and early stopping did not end the run "
+                     f"({unconverged} cell(s)).")
+    return lines
+
+
 def _provenance(data: TableData, store: ResultStore) -> list[str]:
     commits, times = set(), []
     for e in data.entries.values():
@@ -511,6 +573,7 @@ def _provenance(data: TableData, store: ResultStore) -> list[str]:
         span = f"{min(times)} – {max(times)}" if times else ""
         lines.append(f"Results: git {', '.join(sorted(commits))}; computed {span} UTC.")
     lines += _significance_lines(data)
+    lines += _recipe_lines(data, store)
     lines.append("Each entry: ours | paper | ours − paper.")
     return lines
 
