@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true",
                       help="every table and every figure")
     what.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                      help="setting and data: smoke (digits, ~2 min on a CPU), cpu (real offline "
+                      help="setting and data: smoke (digits, about 30 s on 2 cores), cpu (real offline "
                       "data: CIFAR-10 + MIRFlickr-25K, <1 h on 2 cores), paper (the paper's "
                       "datasets and AlexNet, 200 epochs: a GPU job), test (tiny, for the tests). "
                       "Default: cpu")
