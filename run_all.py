@@ -43,6 +43,7 @@ from benchmarks.runner.experiments import (
     image_feature_backbone,
     map_name,
     method_params,
+    table_rows,
     train_option_names,
     user_preset,
 )
@@ -500,8 +501,10 @@ def dry_run(cells: list[Cell], preset: Preset, args: argparse.Namespace,
     from benchmarks.runner.results import ResultStore
 
     store = ResultStore(args.results_dir, preset.name, outputs)
-    done = [c for c in cells if store.is_done(c.cell_id)]
-    todo = [c for c in cells if not store.is_done(c.cell_id)]
+    # one read per cell, and nothing moved: a dry run only looks (a damaged record is "to run")
+    finished = {c.cell_id for c in cells if store.load(c.cell_id) is not None}
+    done = [c for c in cells if c.cell_id in finished]
+    todo = [c for c in cells if c.cell_id not in finished]
     lines = [f"dry run, preset {preset.name}: {len(cells)} cells, {len(done)} done, "
              f"{len(todo)} to run" + (" (--force: all would be recomputed)" if args.force else "")]
     if preset.user_data:
@@ -662,7 +665,6 @@ def _extra_methods(args: argparse.Namespace, exps: list[Experiment],
     """Registered methods named in --methods that no selected table lists: extra table rows."""
     if not args.methods:
         return ()
-    from benchmarks.runner.experiments import table_rows
     from methods import registry
 
     listed = {r.method for e in exps for r in table_rows(e, preset)}

@@ -370,6 +370,15 @@ def _figure_legend(fig, axes, ncol: int, first: Sequence[str] = ()) -> None:
                    ncol=max(1, min(ncol, len(seen))), frameon=False)
 
 
+def _finish_panel(ax, drawn: list[float]) -> None:
+    """Grid, then the y-range over what was drawn, or the missing-result note."""
+    ax.grid(alpha=0.3)
+    if drawn:
+        _fit_y(ax, drawn)
+    else:
+        _missing(ax)
+
+
 def _fit_y(ax, values: list[float]) -> None:
     """Y-range over the drawn values (means +- std, baselines), at least ``MIN_Y_SPAN`` tall;
     values all within ``FLAT_SPREAD`` are marked flat."""
@@ -481,11 +490,7 @@ def _fig_sweep(ctx: _Ctx):
                     drawn += [base.mean - base.std, base.mean + base.std]
         ax.set(xlabel=exp.sweep_param, ylabel=map_name(panel.k), xticks=list(exp.sweep),
                title=_panel_title(i, panel, preset, ctx.style, metric=True))
-        ax.grid(alpha=0.3)
-        if drawn:
-            _fit_y(ax, drawn)
-        else:
-            _missing(ax)
+        _finish_panel(ax, drawn)
     _figure_legend(fig, axes, ncol=4, first=[r.label for r in exp.rows])
     return fig
 
@@ -510,11 +515,7 @@ def _fig_kt(ctx: _Ctx):
                xticks=range(len(preset.bits)), xticklabels=[f"{b} bits" for b in preset.bits],
                xlim=(-0.4, len(preset.bits) - 0.6),
                title=_panel_title(i, panel, preset, ctx.style, metric=True))
-        ax.grid(alpha=0.3)
-        if drawn:
-            _fit_y(ax, drawn)
-        else:
-            _missing(ax)
+        _finish_panel(ax, drawn)
     _figure_legend(fig, axes, ncol=4)
     return fig
 

@@ -466,11 +466,16 @@ def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
 
 def _skip(store: ResultStore, cell: Cell, opts: RunOptions) -> Outcome:
     if "tsne" in cell.needs:
-        try:
-            ensure_tsne(store, cell, opts)
-        except Exception as exc:  # noqa: BLE001 — the figure will show the panel as missing
-            log.error("t-SNE of %s failed: %s", cell.cell_id, exc)
+        _embed(store, cell, opts)
     return Outcome(cell.cell_id, "skipped", "already done")
+
+
+def _embed(store: ResultStore, cell: Cell, opts: RunOptions) -> None:
+    """The cell's t-SNE embedding; a failure is logged, and the figure shows the panel missing."""
+    try:
+        ensure_tsne(store, cell, opts)
+    except Exception as exc:  # noqa: BLE001 — the result itself is fine
+        log.error("t-SNE of %s failed: %s", cell.cell_id, exc)
 
 
 def _run_claimed(cell: Cell, opts: RunOptions, store: ResultStore, t_start: float) -> Outcome:
@@ -498,10 +503,7 @@ def _run_claimed(cell: Cell, opts: RunOptions, store: ResultStore, t_start: floa
     store.save(record, codes)
     store.tsne_path(cid).unlink(missing_ok=True)
     if had_tsne or "tsne" in cell.needs:
-        try:
-            ensure_tsne(store, cell, opts)
-        except Exception as exc:  # noqa: BLE001 — the result is fine; the figure shows 'missing'
-            log.error("t-SNE of %s failed: %s", cid, exc)
+        _embed(store, cell, opts)
     status = "done" if record["converged"] or record["status"] == NOT_APPLICABLE else "nc"
     return Outcome(cid, status, record.get("nc_reason", ""), time.perf_counter() - t_start)
 
