@@ -1,10 +1,12 @@
-"""Rendering: tables (:mod:`.tables`) and figures (:mod:`.figures`), read from stored results only.
+"""Rendering: tables (:mod:`.tables`), the claims' verdicts (:mod:`.claims`) and figures
+(:mod:`.figures`), read from stored results only.
 
 Nothing here trains a model or computes a metric: every number drawn or printed comes from a cell
 record under ``results/<preset>/cells/``, or for Figs. 10/11 from its stored codes and labels
 (ranked with ``benchmarks.metrics.retrieve``; Jaccard similarity of the stored label sets).
 """
 
+from benchmarks.render.claims import render_claims
 from benchmarks.render.figures import (
     FIGURE_FILES,
     FIGURE_STYLES,
@@ -41,6 +43,7 @@ __all__ = [
     "label_jaccard",
     "load_paper_numbers",
     "missing_inputs",
+    "render_claims",
     "render_figure",
     "render_table",
     "retrieval_examples",

@@ -50,6 +50,7 @@ __all__ = [
     "TableData",
     "aggregate",
     "build_table",
+    "entry_runs",
     "format_markdown",
     "load_paper_numbers",
     "render_table",
@@ -416,6 +417,13 @@ def _run_ap(store: ResultStore, cell: Cell, metric_key: str) -> stats.RunAP | No
                         k=k, no_hit="drop", label=label)
 
 
+def entry_runs(store: ResultStore, entry: Entry) -> list[stats.RunAP] | None:
+    """The stored per-query APs of an entry's finished cells, one :class:`RunAP` per seed
+    (None when a cell has none: no codes file and no ``query_ap.csv``)."""
+    loaded = [_run_ap(store, c, entry.metric_key) for c in entry.ok_cells]
+    return None if any(r is None for r in loaded) else loaded
+
+
 def significance(data: TableData, store: ResultStore) -> dict[tuple[str, str], GroupTest]:
     """For every cell group (block, column) with two or more methods with results: the paired
     bootstrap of the best method's lead over the runner-up (:func:`benchmarks.stats.compare_cell`
@@ -435,8 +443,8 @@ def significance(data: TableData, store: ResultStore) -> dict[tuple[str, str], G
                 continue
             runs: dict[str, list[stats.RunAP]] = {}
             for e in group:
-                loaded = [_run_ap(store, c, e.metric_key) for c in e.ok_cells]
-                if any(r is None for r in loaded):
+                loaded = entry_runs(store, e)
+                if loaded is None:
                     runs = {}
                     break
                 runs[e.row] = loaded
@@ -552,7 +560,9 @@ def _recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     return lines
 
 
-def _provenance(data: TableData, store: ResultStore) -> list[str]:
+def _run_lines(data: TableData, store: ResultStore) -> list[str]:
+    """The header lines every table starts with: preset, ranking and mAP convention, seeds, and
+    the commits and times of the stored results."""
     commits, times = set(), []
     for e in data.entries.values():
         for c in e.cells:
@@ -572,6 +582,11 @@ def _provenance(data: TableData, store: ResultStore) -> list[str]:
     if commits:
         span = f"{min(times)} – {max(times)}" if times else ""
         lines.append(f"Results: git {', '.join(sorted(commits))}; computed {span} UTC.")
+    return lines
+
+
+def _provenance(data: TableData, store: ResultStore) -> list[str]:
+    lines = _run_lines(data, store)
     lines += _significance_lines(data)
     lines += _recipe_lines(data, store)
     lines.append("Each entry: ours | paper | ours − paper.")

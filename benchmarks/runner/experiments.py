@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "CLAIMS",
     "EXPERIMENTS",
     "FIGURES",
     "PRESETS",
@@ -702,6 +703,9 @@ class Experiment:
     reference_rows: tuple[Row, ...] = ()
     #: "columns" (the preset's Table 1/3 columns) or "unseen_columns" (``--table unseen``)
     columns: str = "columns"
+    #: experiments whose cells this one reads (``--table claims``): its cells are theirs, run
+    #: by the one runner like any other, and its rows theirs
+    uses: tuple[Experiment, ...] = ()
 
 
 TABLE1 = Experiment(
@@ -857,8 +861,19 @@ FIG_RETRIEVAL = Experiment(
     columns="retrieval_columns",
 )
 
+#: ``--table claims``: a verdict on each of the paper's claims (benchmarks/render/claims.py),
+#: computed from the cells of Tables 1-3 and Fig. 7
+CLAIMS = Experiment(
+    name="claims",
+    kind="table",
+    title="The paper's claims: do they hold here?",
+    layout="claims",
+    rows=(),
+    uses=(TABLE1, TABLE2, TABLE3, FIG_ALPHA),
+)
+
 TABLES: dict[str, Experiment] = {"1": TABLE1, "2": TABLE2, "3": TABLE3, "appendix": APPENDIX,
-                                  "unseen": UNSEEN}
+                                  "unseen": UNSEEN, "claims": CLAIMS}
 FIGURES: dict[str, Experiment] = {
     e.name: e for e in (FIG_PR, FIG_T, FIG_ALPHA, FIG_KT, FIG_DIST, FIG_TSNE, FIG_RETRIEVAL)
 }
@@ -869,7 +884,8 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get_experiment(name: str) -> Experiment:
-    """A table (``"1"``, ``"2"``, ``"3"``, ``"appendix"``) or a figure (``"pr"``, ...)."""
+    """A table (``"1"``, ``"2"``, ``"3"``, ``"appendix"``, ``"unseen"``, ``"claims"``) or a
+    figure (``"pr"``, ...)."""
     if name in TABLES:
         return TABLES[name]
     if name in FIGURES:
@@ -887,7 +903,9 @@ def _sweep_hyper(exp: Experiment, value: Any) -> dict[str, Any]:
 
 def table_rows(exp: Experiment, preset: Preset) -> tuple[Row, ...]:
     """The rows of a table or figure under a preset (a table also gets the preset's extra
-    methods, e.g. a plugin's, as rows of their own)."""
+    methods, e.g. a plugin's, as rows of their own; an experiment that ``uses`` others: theirs)."""
+    if exp.uses:
+        return tuple(dict.fromkeys(r for e in exp.uses for r in table_rows(e, preset)))
     rows = exp.rows
     if exp.kind == "table" and exp.rows is TABLE3.rows and preset.table3_methods is not None:
         rows = tuple(r for r in rows if r.method in preset.table3_methods)
@@ -920,8 +938,11 @@ def reference_cells(exp: Experiment, preset: Preset, row: Row, dataset: DatasetS
 
 
 def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = None) -> list[Cell]:
-    """Every cell an experiment needs under a preset (columns without data are left out)."""
+    """Every cell an experiment needs under a preset (columns without data are left out; an
+    experiment that ``uses`` others needs all of theirs)."""
     seeds = tuple(seeds) if seeds else preset.seeds
+    if exp.uses:
+        return dedupe([c for e in exp.uses for c in cells_for(e, preset, seeds)])
     out: list[Cell] = []
 
     def add(row: Row, ds: DatasetSpec | None, bits: int, hyper=None, backbone=None) -> None:

@@ -1,0 +1,219 @@
+"""What a sweep cost: the tuned table against the untuned one, from the stored records.
+
+A table's wall time is the sum of its cells' jobs, so the real figure of a sweep is in its
+records: each cell stores the seconds of ``fit``, ``encode`` and ``eval`` (``timing``), and a
+tuned cell also the seconds of every trial of the study it used (``tuning.trials``; a study is
+shared by every code length and seed of one method and column, so it is counted once). This
+benchmark reads them for one table under one preset and prints, per dataset and method:
+
+* **untuned**: the cells of the preset's own recipe (the reference, same cells without ``--tune``);
+* **tuned**: the study's trials (``tuning``) plus the retraining of the chosen configuration at
+  every code length and seed (``retrain``);
+* the ratio tuned / untuned, and what is still missing (cells not stored are not estimated: they
+  are listed, so a partial sweep never reads as a finished one).
+
+The seconds are those of each job's own process (the runner runs one job at a time per worker;
+the cpu sweeps of this project ran with one torch thread per worker, two workers on two cores).
+The wall-clock span of the stored tuned cells (first trial start to last record) is printed too,
+when the Optuna journals are present.
+
+    python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10
+    python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10 --json cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_markdown", "main", "sweep_cost"]
+
+_TIMING_KEYS = ("fit_s", "encode_s", "eval_s")
+
+
+def _job_seconds(record: dict[str, Any]) -> float:
+    timing = record.get("timing") or {}
+    return float(sum(timing.get(k) or 0.0 for k in _TIMING_KEYS))
+
+
+def _tuned_preset(preset: Any, n_trials: int) -> Any:
+    """The preset as ``run_all.py --tune n_trials`` makes it (same cell keys)."""
+    from benchmarks.runner.tuning import TuneSpec
+
+    spec = TuneSpec(n_trials=n_trials, bits=preset.tune_bits)
+    return replace(preset, tune=tuple(sorted((k, v) for k, v in vars(spec).items()
+                                             if k != "bits")))
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _study_span(tuning_dir: Path, study: str) -> tuple[datetime | None, datetime | None]:
+    """First trial start and last trial end of a study, from its Optuna journal (if present)."""
+    journal = tuning_dir / f"{study}.journal"
+    if not journal.is_file():
+        return None, None
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    aware = [d.astimezone() for d in starts], [d.astimezone() for d in ends]
+    return (min(aware[0]) if aware[0] else None), (max(aware[1]) if aware[1] else None)
+
+
+def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: int,
+               seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Seconds of the untuned and the tuned sweep of ``table``, per dataset and method.
+
+    Returns ``{"rows": [...], "totals": {...}, "missing": {...}}``; every number is read from a
+    stored record or study, none is estimated.
+    """
+    from benchmarks.runner.experiments import TABLES, cells_for, get_preset
+    from benchmarks.runner.results import ResultStore
+
+    if table not in TABLES:
+        raise SystemExit(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    preset = get_preset(preset_name)
+    store = ResultStore(results_dir, preset.name)
+    untuned = cells_for(TABLES[table], preset, seeds)
+    tuned = cells_for(TABLES[table], _tuned_preset(preset, n_trials), seeds)
+
+    acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
+        "untuned_s": 0.0, "untuned_cells": 0, "untuned_total": 0, "tuning_s": 0.0,
+        "retrain_s": 0.0, "tuned_cells": 0, "tuned_total": 0, "studies": set()})
+    missing: dict[str, list[str]] = {"untuned": [], "tuned": []}
+    first: datetime | None = None
+    last: datetime | None = None
+    for cell in untuned:
+        row = acc[(cell.dataset.key, cell.method)]
+        row["untuned_total"] += 1
+        record = store.load(cell.cell_id)
+        if record is None or record.get("status") != "ok":
+            missing["untuned"].append(cell.cell_id)
+            continue
+        row["untuned_cells"] += 1
+        row["untuned_s"] += _job_seconds(record)
+    for cell in tuned:
+        row = acc[(cell.dataset.key, cell.method)]
+        row["tuned_total"] += 1
+        record = store.load(cell.cell_id)
+        if record is None or record.get("status") != "ok":
+            missing["tuned"].append(cell.cell_id)
+            continue
+        row["tuned_cells"] += 1
+        row["retrain_s"] += _job_seconds(record)
+        end = _parse_utc(record.get("utc_time"))
+        if end is not None:
+            last = end if last is None else max(last, end)
+        tuning = record.get("tuning") or {}
+        study = tuning.get("study")
+        if study and study not in row["studies"]:
+            row["studies"].add(study)
+            row["tuning_s"] += float(sum(t.get("seconds") or 0.0 for t in tuning.get("trials", [])))
+            start, _ = _study_span(store.base / "tuning", study)
+            if start is not None:
+                first = start if first is None else min(first, start)
+
+    rows = []
+    for (dataset, method), r in sorted(acc.items()):
+        tuned_s = r["tuning_s"] + r["retrain_s"]
+        complete = r["untuned_cells"] == r["untuned_total"] and r["tuned_cells"] == r["tuned_total"]
+        rows.append({
+            "dataset": dataset, "method": method,
+            "untuned_s": r["untuned_s"], "untuned_cells": f"{r['untuned_cells']}/{r['untuned_total']}",
+            "tuning_s": r["tuning_s"], "retrain_s": r["retrain_s"], "tuned_s": tuned_s,
+            "tuned_cells": f"{r['tuned_cells']}/{r['tuned_total']}", "studies": len(r["studies"]),
+            "ratio": (tuned_s / r["untuned_s"]) if complete and r["untuned_s"] > 0 else None,
+        })
+    totals = {
+        "untuned_s": sum(r["untuned_s"] for r in rows),
+        "tuning_s": sum(r["tuning_s"] for r in rows),
+        "retrain_s": sum(r["retrain_s"] for r in rows),
+        "tuned_s": sum(r["tuned_s"] for r in rows),
+        "complete": not missing["untuned"] and not missing["tuned"],
+        "tuned_wall_span_s": (last - first).total_seconds() if first and last else None,
+    }
+    totals["ratio"] = (totals["tuned_s"] / totals["untuned_s"]
+                       if totals["complete"] and totals["untuned_s"] else None)
+    return {"preset": preset.name, "table": table, "n_trials": n_trials,
+            "seeds": list(seeds or preset.seeds), "rows": rows, "totals": totals,
+            "missing": missing}
+
+
+def _fmt_s(s: float | None) -> str:
+    return "–" if s is None else f"{s:,.0f}"
+
+
+def format_markdown(cost: dict[str, Any]) -> str:
+    t = cost["totals"]
+    lines = [
+        (f"Table {cost['table']}, preset `{cost['preset']}`, seeds {cost['seeds']}, "
+         f"--tune {cost['n_trials']} against the untuned cells (seconds of each job's process)"),
+        "",
+        ("| dataset | method | untuned s (cells) | tuning s (studies) | retrain s (cells) "
+         "| tuned s | tuned / untuned |"),
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in cost["rows"]:
+        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {_fmt_s(r['untuned_s'])} ({r['untuned_cells']}) "
+            f"| {_fmt_s(r['tuning_s'])} ({r['studies']}) | {_fmt_s(r['retrain_s'])} "
+            f"({r['tuned_cells']}) | {_fmt_s(r['tuned_s'])} | {ratio} |")
+    ratio = "–" if t["ratio"] is None else f"{t['ratio']:.1f}x"
+    lines.append(f"| **all** | | {_fmt_s(t['untuned_s'])} | {_fmt_s(t['tuning_s'])} | "
+                 f"{_fmt_s(t['retrain_s'])} | {_fmt_s(t['tuned_s'])} | {ratio} |")
+    lines.append("")
+    hours = t["tuned_s"] / 3600
+    lines.append(f"tuned sweep: {hours:.2f} h of one-worker job time "
+                 f"({hours / 2:.2f} h on 2 cores with two one-thread workers, if perfectly split)")
+    if t["tuned_wall_span_s"] is not None:
+        lines.append(f"wall-clock span of the stored tuned cells: {t['tuned_wall_span_s'] / 3600:.2f} h")
+    if not t["complete"]:
+        lines.append(f"INCOMPLETE: {len(cost['missing']['untuned'])} untuned and "
+                     f"{len(cost['missing']['tuned'])} tuned cells are not stored; their time "
+                     "is not counted (no estimate is made)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu", help="preset whose results are read (default cpu)")
+    parser.add_argument("--table", default="3", help="table: 1, 2, 3, appendix or unseen (default 3)")
+    parser.add_argument("--tune", type=int, required=True, metavar="N",
+                        help="the tuned run's number of trials (as given to run_all.py --tune)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--results-dir", default="results", help="results folder (default results)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.tune < 1:
+        parser.error(f"--tune needs a number of trials >= 1, got {args.tune}")
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    cost = sweep_cost(args.results_dir, args.preset, args.table, args.tune, seeds)
+    print(format_markdown(cost))
+    if args.json:
+        Path(args.json).write_text(json.dumps(cost, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

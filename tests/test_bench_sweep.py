@@ -1,0 +1,54 @@
+"""The sweep-cost benchmark reads what the runs stored: a study counted once, nothing estimated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import run_all
+from benchmarks.runner.results import ResultStore
+from benchmarks.speed import bench_sweep
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    common = ["--table", "3", "--preset", "test", "--results-dir", str(root), "--no-progress", "-q"]
+    assert run_all.main(common) == 0
+    assert run_all.main([*common, "--tune", "2"]) == 0
+    return root
+
+
+def test_tuned_cost_is_the_study_once_plus_every_retrained_cell(results):
+    cost = bench_sweep.sweep_cost(results, "test", "3", n_trials=2)
+    store = ResultStore(results, "test")
+    itq = next(r for r in cost["rows"] if r["method"] == "itq")
+    records = [json.loads(p.read_text()) for p in store.cells_dir.glob("itq-*.json")]
+    tuned = [r for r in records if r.get("tuning")]
+    untuned = [r for r in records if not r.get("tuning")]
+    assert len(tuned) == 2 and len(untuned) == 2  # 16 and 32 bits, each way
+    # one study serves both code lengths: its trials are counted once, not twice
+    assert {r["tuning"]["study"] for r in tuned} == {tuned[0]["tuning"]["study"]}
+    assert itq["studies"] == 1
+    trials_s = sum(t["seconds"] for t in tuned[0]["tuning"]["trials"])
+    assert itq["tuning_s"] == pytest.approx(trials_s)
+    retrain = sum(sum(r["timing"][k] for k in ("fit_s", "encode_s", "eval_s")) for r in tuned)
+    assert itq["retrain_s"] == pytest.approx(retrain)
+    assert itq["ratio"] == pytest.approx((trials_s + retrain) / itq["untuned_s"])
+    assert cost["totals"]["complete"] is True
+
+
+def test_missing_cells_are_listed_not_estimated(results, tmp_path):
+    cost = bench_sweep.sweep_cost(results, "test", "3", n_trials=5)  # no --tune 5 run stored
+    assert cost["totals"]["complete"] is False
+    assert cost["totals"]["ratio"] is None
+    assert len(cost["missing"]["tuned"]) == 4 and not cost["missing"]["untuned"]
+    text = bench_sweep.format_markdown(cost)
+    assert "INCOMPLETE: 0 untuned and 4 tuned cells are not stored" in text
+
+
+def test_tune_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench_sweep.main(["--tune", "0"])
+    assert "--tune needs a number of trials >= 1" in capsys.readouterr().err
