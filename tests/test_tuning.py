@@ -75,13 +75,17 @@ def test_a_killed_run_resumes_and_no_finished_trial_runs_twice(tmp_path):
     trial.set_user_attr("host", __import__("socket").gethostname())
     trial.set_user_attr("pid", dead.pid)
     out = tune(CountingLSH, {}, X, Y, TuneSpec(n_trials=5, bits=16), tmp_path, "study")
-    states = [t["state"] for t in out["trials"]]
-    assert len(CountingLSH.fits) == 3 + 1  # only the missing trial ran: 3 done + 1 killed
-    assert states[3] == "FAIL" and out["trials"][3]["fail_reason"].startswith("interrupted")
-    assert len(states) == 5
+    # only the missing trials ran (3 done); the killed one is marked failed and interrupted and
+    # does not use up the budget: 5 trials of the method's own, like every other method's
+    assert len(CountingLSH.fits) == 3 + 2
+    assert out["interrupted_trials"] == [3]
+    assert [t["number"] for t in out["trials"]] == [0, 1, 2, 4, 5]
+    assert not any((t["fail_reason"] or "").startswith("interrupted") for t in out["trials"])
+    stored = study.trials[3]
+    assert stored.state.name == "FAIL" and stored.user_attrs["fail_reason"].startswith("interrupted")
     assert tune(CountingLSH, {}, X, Y, spec3, tmp_path, "study")["best_raw"] == \
         tune(CountingLSH, {}, X, Y, spec3, tmp_path, "study")["best_raw"]
-    assert len(CountingLSH.fits) == 4  # reusing a finished study trains nothing
+    assert len(CountingLSH.fits) == 5  # reusing a finished study trains nothing
 
 
 def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):

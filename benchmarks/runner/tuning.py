@@ -16,7 +16,8 @@ is recorded as failed and the search goes on.
 
 The study lives in an Optuna journal file, ``<results>/<preset>/tuning/<study>.journal``: a run
 killed mid-way resumes from its stored trials (a finished trial is never run twice; a trial left
-*running* by a dead process on this host is marked failed and replaced), and several processes
+*running* by a dead process on this host is marked failed and interrupted, and replaced: it does
+not count against the budget, so an interruption never leaves a method fewer trials), and several processes
 (e.g. Slurm jobs through the submitit launcher) may add trials to one study at the same time.
 The trial history (parameters, validation mAP, epochs run, seconds, state) goes into
 ``<study>.json`` beside it and into every cell record that uses the result.
@@ -134,9 +135,19 @@ def _mark_interrupted(study: Any) -> int:
         if t.user_attrs.get("host") == host and not _process_alive(int(t.user_attrs.get("pid", -1))):
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
                                                "interrupted: its process is gone")
+            # not the method's failure: it does not use up the method's budget (_counted)
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             failed += 1
     return failed
+
+
+def _counted(study: Any, states: tuple[Any, ...]) -> list[Any]:
+    """The study's trials in ``states`` that count against the budget: all but those a killed
+    process left behind (``_mark_interrupted``), so an interruption never costs a method a trial
+    that the other methods got."""
+    return [t for t in study.get_trials(deepcopy=False, states=states)
+            if not t.user_attrs.get("interrupted")]
 
 
 def _history(trials: list[Any]) -> list[dict[str, Any]]:
@@ -227,8 +238,8 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     t_start = time.perf_counter()
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     while True:
-        done = study.get_trials(deepcopy=False, states=finished_states)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        done = _counted(study, finished_states)
+        running = _counted(study, (TrialState.RUNNING,))
         todo = spec.n_trials - len(done) - len(running)
         if todo <= 0:
             break
@@ -236,17 +247,20 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         t = study.trials[-1]
         log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
                  f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
-    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    while _counted(study, (TrialState.RUNNING,)):
         time.sleep(2.0)  # trials of another worker on the same study: wait for their end
-        if len(study.get_trials(deepcopy=False, states=finished_states)) >= spec.n_trials:
+        if len(_counted(study, finished_states)) >= spec.n_trials:
             break
-    trials = sorted(study.get_trials(deepcopy=False, states=finished_states),
-                    key=lambda t: t.number)[: spec.n_trials]
+    trials = sorted(_counted(study, finished_states), key=lambda t: t.number)[: spec.n_trials]
+    interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                   if t.user_attrs.get("interrupted")]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     outcome: dict[str, Any] = {
         "study": name, "storage": journal.name, "n_trials": spec.n_trials, "bits": spec.bits,
         "spec": asdict(spec), "trials": _history(trials),
         "seconds": sum(t.user_attrs.get("seconds") or 0.0 for t in trials),
+        # killed mid-trial (not counted against the budget, not in "trials"), for the record
+        "interrupted_trials": [t.number for t in interrupted],
         "wall_s": time.perf_counter() - t_start,
     }
     if not complete:

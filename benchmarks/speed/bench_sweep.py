@@ -9,6 +9,8 @@ benchmark reads them for one table under one preset and prints, per dataset and 
 * **untuned**: the cells of the preset's own recipe (the reference, same cells without ``--tune``);
 * **tuned**: the study's trials (``tuning``) plus the retraining of the chosen configuration at
   every code length and seed (``retrain``);
+* cells that are the same in both runs (the reference rows, which are never tuned) count in
+  both, as a tuned sweep from nothing computes them too;
 * the ratio tuned / untuned, and what is still missing (cells not stored are not estimated: they
   are listed, so a partial sweep never reads as a finished one).
 
