@@ -247,6 +247,13 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         t = study.trials[-1]
         log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
                  f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
+    if waiting := _counted(study, (TrialState.RUNNING,)):
+        log.warning("tuning %s: waiting for %s running in another process (%s). A trial "
+                    "whose process died on another host is not detected: if so, stop this run "
+                    "and delete the study's journal %s to start its trials over", name,
+                    ", ".join(f"trial {t.number}" for t in waiting),
+                    ", ".join(f"{t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}"
+                              for t in waiting), journal)
     while _counted(study, (TrialState.RUNNING,)):
         time.sleep(2.0)  # trials of another worker on the same study: wait for their end
         if len(_counted(study, finished_states)) >= spec.n_trials:
