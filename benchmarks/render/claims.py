@@ -69,6 +69,7 @@ from benchmarks.render.tables import (
     build_table,
     entry_runs,
     load_paper_numbers,
+    write_outputs,
 )
 from benchmarks.runner.experiments import (
     FIG_ALPHA,
@@ -81,7 +82,7 @@ from benchmarks.runner.experiments import (
     _sweep_hyper,
     map_name,
 )
-from benchmarks.runner.results import ResultStore, atomic_write_bytes
+from benchmarks.runner.results import ResultStore
 
 __all__ = ["ClaimResult", "ClaimsData", "Comparison", "build_claims", "format_csv", "format_markdown",
            "render_claims"]
@@ -530,9 +531,5 @@ def render_claims(exp: Experiment, preset: Preset, store: ResultStore,
                   seeds: Sequence[int] | None = None) -> dict[str, Path]:
     """Write ``claims.md`` and ``claims.csv`` under the run's tables folder."""
     data = build_claims(exp, preset, store, seeds)
-    paths = {}
-    for ext, text in (("md", format_markdown(data, store)), ("csv", format_csv(data))):
-        path = store.tables_dir / f"{exp.name}.{ext}"
-        atomic_write_bytes(path, text.encode())
-        paths[ext] = path
-    return paths
+    return write_outputs(store, exp.name, {"md": format_markdown(data, store),
+                                           "csv": format_csv(data)})

@@ -714,10 +714,16 @@ def render_table(exp: Experiment, preset: Preset, store: ResultStore,
                  seeds: Sequence[int] | None = None) -> dict[str, Path]:
     """Write ``<name>.md``, ``.csv`` and ``.tex`` under the preset's tables folder."""
     data = build_table(exp, preset, store, seeds)
+    return write_outputs(store, exp.name, {"md": format_markdown(data, store),
+                                           "csv": format_csv(data),
+                                           "tex": format_latex(data, store)})
+
+
+def write_outputs(store: ResultStore, name: str, texts: dict[str, str]) -> dict[str, Path]:
+    """Write each ``{ext: text}`` as ``<tables>/<name>.<ext>`` (atomically); return the paths."""
     paths = {}
-    for ext, text in (("md", format_markdown(data, store)), ("csv", format_csv(data)),
-                      ("tex", format_latex(data, store))):
-        path = store.tables_dir / f"{exp.name}.{ext}"
+    for ext, text in texts.items():
+        path = store.tables_dir / f"{name}.{ext}"
         atomic_write_bytes(path, text.encode())
         paths[ext] = path
     return paths

@@ -62,11 +62,11 @@ def _parse_utc(text: str | None) -> datetime | None:
         return None
 
 
-def _study_span(tuning_dir: Path, study: str) -> tuple[datetime | None, datetime | None]:
-    """First trial start and last trial end of a study, from its Optuna journal (if present)."""
+def _study_start(tuning_dir: Path, study: str) -> datetime | None:
+    """When a study's first trial started, from its Optuna journal (None without one)."""
     journal = tuning_dir / f"{study}.journal"
     if not journal.is_file():
-        return None, None
+        return None
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -74,10 +74,23 @@ def _study_span(tuning_dir: Path, study: str) -> tuple[datetime | None, datetime
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    ends = [t.datetime_complete for t in trials if t.datetime_complete]
-    aware = [d.astimezone() for d in starts], [d.astimezone() for d in ends]
-    return (min(aware[0]) if aware[0] else None), (max(aware[1]) if aware[1] else None)
+    starts = [t.datetime_start.astimezone() for t in trials if t.datetime_start]
+    return min(starts) if starts else None
+
+
+def _stored(cells: list[Any], store: Any, acc: dict[tuple[str, str], dict[str, Any]],
+            kind: str, missing: dict[str, list[str]]):
+    """Each finished record of ``cells`` with its (dataset, method) row, counting the row's
+    ``<kind>_total`` and ``<kind>_cells`` and listing the cells without one in ``missing``."""
+    for cell in cells:
+        row = acc[(cell.dataset.key, cell.method)]
+        row[f"{kind}_total"] += 1
+        record = store.load(cell.cell_id)
+        if record is None or record.get("status") != "ok":
+            missing[kind].append(cell.cell_id)
+            continue
+        row[f"{kind}_cells"] += 1
+        yield row, record
 
 
 def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: int,
@@ -103,23 +116,9 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
     missing: dict[str, list[str]] = {"untuned": [], "tuned": []}
     first: datetime | None = None
     last: datetime | None = None
-    for cell in untuned:
-        row = acc[(cell.dataset.key, cell.method)]
-        row["untuned_total"] += 1
-        record = store.load(cell.cell_id)
-        if record is None or record.get("status") != "ok":
-            missing["untuned"].append(cell.cell_id)
-            continue
-        row["untuned_cells"] += 1
+    for row, record in _stored(untuned, store, acc, "untuned", missing):
         row["untuned_s"] += _job_seconds(record)
-    for cell in tuned:
-        row = acc[(cell.dataset.key, cell.method)]
-        row["tuned_total"] += 1
-        record = store.load(cell.cell_id)
-        if record is None or record.get("status") != "ok":
-            missing["tuned"].append(cell.cell_id)
-            continue
-        row["tuned_cells"] += 1
+    for row, record in _stored(tuned, store, acc, "tuned", missing):
         row["retrain_s"] += _job_seconds(record)
         end = _parse_utc(record.get("utc_time"))
         if end is not None:
@@ -129,7 +128,7 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
         if study and study not in row["studies"]:
             row["studies"].add(study)
             row["tuning_s"] += float(sum(t.get("seconds") or 0.0 for t in tuning.get("trials", [])))
-            start, _ = _study_span(store.base / "tuning", study)
+            start = _study_start(store.base / "tuning", study)
             if start is not None:
                 first = start if first is None else min(first, start)
 
