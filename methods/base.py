@@ -137,6 +137,9 @@ class HashMethod(abc.ABC):
     #: registry name of the class this is a variant of ("" for a base method)
     variant_of: ClassVar[str] = ""
     variant_defaults: ClassVar[dict[str, Any]] = {}
+    #: bumped when a code change alters the method's results (not for a refactor): the runner keys
+    #: stored cells by it from 2 on, so cells of an earlier version are run again, never mixed in
+    results_version: ClassVar[int] = 1
     #: cheap settings for the generic contract tests (e.g. few epochs); merged into the defaults
     test_params: ClassVar[dict[str, Any]] = {}
     #: what a tuner may change: constructor parameter -> dimension (:mod:`methods.search`);

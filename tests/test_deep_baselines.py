@@ -427,6 +427,23 @@ def test_dnnh_triplet_sampling_cap_and_determinism():
     np.testing.assert_array_equal(per_anchor, np.minimum(full_per_anchor, 2))
 
 
+def test_dnnh_capped_sampling_is_uniform_over_each_anchors_valid_triplets():
+    """Each of an anchor's valid triplets is kept with probability cap / #valid (a uniform subset
+    without replacement), so the grid draw favours no positive or negative."""
+    y = torch.eye(3)[torch.tensor([0, 0, 0, 1, 2, 2])]  # anchor 0: 2 positives x 3 negatives
+    cap, draws = 2, 3000
+    counts: dict[tuple[int, int], int] = {}
+    for i in range(draws):
+        t = sample_triplets(y, cap, torch.Generator().manual_seed(i))
+        mine = t[t[:, 0] == 0].tolist()
+        assert len(mine) == cap and len({tuple(x) for x in mine}) == cap  # without replacement
+        for _, p, n in mine:
+            counts[(p, n)] = counts.get((p, n), 0) + 1
+    assert set(counts) == {(p, n) for p in (1, 2) for n in (3, 4, 5)}
+    expected, sd = draws * cap / 6, (draws * (cap / 6) * (1 - cap / 6)) ** 0.5
+    assert all(abs(c - expected) < 4 * sd for c in counts.values()), counts
+
+
 def test_dnnh_loss_gradient_independent_of_thread_count():
     """Repeated anchors must not make the gradient depend on how CPU threads split the sum
     (advanced-indexing backward did: DNNH runs differed between processes)."""

@@ -200,6 +200,25 @@ def test_rerun_skips_and_force_recomputes(tmp_path, fakes, capsys):
     assert any(f.stat().st_mtime_ns != before[1] for f in lsh_files)
 
 
+def test_bumped_results_version_reruns_only_that_methods_cells(tmp_path, fakes, monkeypatch, capsys):
+    """A method whose code changed its numbers (results_version 2) gets new cells: its old records
+    are not counted as done, the other methods' cells and ids are untouched."""
+    from methods import get_method
+
+    _run(tmp_path, "--methods", "lsh,itq")
+    store = ResultStore(tmp_path, "test")
+    before = {r["cell_id"] for r in store.iter_records()}
+    assert all("results_version" not in store.load(c)["cell"] for c in before)  # version 1: ids kept
+    capsys.readouterr()
+    monkeypatch.setattr(get_method("lsh"), "results_version", 2)
+    _run(tmp_path, "--methods", "lsh,itq")
+    out = capsys.readouterr().out
+    assert "cells run: 2" in out and "skipped (already done): 2" in out
+    new = {r["cell_id"] for r in store.iter_records()} - before
+    assert len(new) == 2 and all(c.startswith("lsh-") for c in new)
+    assert all(store.load(c)["cell"]["results_version"] == 2 for c in new)
+
+
 def test_dry_run_lists_cells_and_runs_nothing(tmp_path, fakes, capsys):
     assert _run(tmp_path, "--dry-run") == 0
     out = capsys.readouterr().out

@@ -514,6 +514,8 @@ class Cell:
             # only when not the default, so that the ids of earlier results stay valid
             **({"recipe": self.recipe} if self.recipe != "shared" else {}),
             **({"tune": dict(self.tune)} if self.tune else {}),
+            # a method whose code changed its results (HashMethod.results_version): new cells
+            **({"results_version": version} if (version := results_version(self.method)) != 1 else {}),
         }
 
     @property
@@ -545,6 +547,16 @@ def method_params(method: str) -> frozenset[str]:
         return frozenset(params - {"n_bits", "seed", *RUN_ONLY_OPTIONS})
     except Exception:  # noqa: BLE001 — not registered or not importable
         return frozenset()
+
+
+def results_version(method: str) -> int:
+    """The registered method's ``results_version`` (1 when it is not importable)."""
+    try:
+        from methods import get_method
+
+        return int(get_method(method).results_version)
+    except Exception:  # noqa: BLE001 — not registered or not importable
+        return 1
 
 
 @functools.cache

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.runner.experiments import results_version
+
 __all__ = ["TuneSpec", "TuningError", "resolve_for_bits", "study_name", "tune",
            "validation_split"]
 
@@ -97,7 +99,11 @@ def study_name(method: str, dataset_key: str, split_hash: str, base: dict[str, A
     key = json.dumps({"method": method, "dataset": dataset_key, "split": split_hash,
                       "base": {k: repr(v) for k, v in sorted(base.items())},
                       "bits": spec.bits, "seed": spec.seed, "val_fraction": spec.val_fraction,
-                      "max_val_queries": spec.max_val_queries}, sort_keys=True)
+                      "max_val_queries": spec.max_val_queries,
+                      # only from version 2 on, so the names of earlier studies stay valid
+                      **({"results_version": version}
+                         if (version := results_version(method)) != 1 else {})},
+                     sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
     return f"{method}-{dataset_key}-{spec.bits}b-{digest}"
 

@@ -12,6 +12,8 @@
 * Triplets are generated online inside the mini-batch: every ``(a, p, n)`` with ``p != a`` relevant
   to ``a`` (shares a label) and ``n`` irrelevant; at most ``max_triplets_per_anchor`` (64) per anchor,
   subsampled uniformly with a generator seeded by ``(seed, iteration)`` so runs are reproducible.
+  Results version 2 draws that subset on each anchor's positive x negative grid (about 2x faster
+  DNNH steps; same distribution, other random numbers than version 1).
 * Codes: ``1[F >= 0.5]``.
 
 Provenance: the loss and module are recalled from the DNNH paper [R]; ``units = 50`` per bit follows
@@ -74,23 +76,40 @@ def sample_triplets(
 
     Without a cap every valid triplet is returned (ordered by a, p, n); with a cap, each anchor keeps
     a uniform random subset of its valid triplets of size ``min(cap, #valid)``.
+
+    The capped draw works on each anchor's own ``#pos x #neg`` grid rather than on all ``n^2``
+    ``(p, n)`` pairs: it ranks ``max_a #pos_a * #neg_a`` random keys per anchor, not ``n^2`` (about
+    12 times fewer on a batch of 128 from 10 classes), and maps the chosen grid index ``t`` to the
+    ``t // #neg``-th positive and the ``t % #neg``-th negative. The distribution (a uniform subset
+    without replacement) is the one the full-grid draw of results version 1 had; the random stream
+    differs, hence :attr:`DNNH.results_version` 2.
     """
     sim = pairwise_similarity(labels).bool().cpu()
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool)
-    valid = ((sim & ~eye).unsqueeze(2) & (~sim).unsqueeze(1)).view(n, n * n)  # (a, p*n)
-    if max_per_anchor is None or max_per_anchor >= n * n:
-        idx = valid.nonzero()
-        a, pn = idx[:, 0], idx[:, 1]
-    else:
-        keys = torch.rand(n, n * n, generator=generator)
-        keys[~valid] = 2.0  # invalid triplets sort last
-        k = min(max_per_anchor, n * n)
-        chosen_keys, chosen = torch.topk(keys, k, dim=1, largest=False)
-        keep = chosen_keys <= 1.0
-        a = torch.arange(n).unsqueeze(1).expand(n, k)[keep]
-        pn = chosen[keep]
-    return torch.stack([a, pn // n, pn % n], dim=1).to(labels.device)
+    pos, neg = sim & ~eye, ~sim
+    if max_per_anchor is None:
+        valid = (pos.unsqueeze(2) & neg.unsqueeze(1)).view(n, n * n)  # (a, p*n)
+        a, pn = valid.nonzero().unbind(1)
+        return torch.stack([a, pn // n, pn % n], dim=1).to(labels.device)
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    n_valid = n_pos * n_neg  # valid triplets of each anchor
+    width = int(n_valid.max()) if n else 0
+    if width == 0:
+        return torch.empty(0, 3, dtype=torch.long, device=labels.device)
+    keys = torch.rand(n, width, generator=generator)
+    keys[torch.arange(width).unsqueeze(0) >= n_valid.unsqueeze(1)] = 2.0  # past the grid: last
+    k = min(max_per_anchor, width)
+    chosen_keys, grid = torch.topk(keys, k, dim=1, largest=False)
+    keep = chosen_keys <= 1.0
+    a = torch.arange(n).unsqueeze(1).expand(n, k)[keep]
+    grid = grid[keep]
+    # each anchor's positives (negatives) first, in index order: the stable sort of "not positive"
+    pos_items = torch.argsort((~pos).to(torch.uint8), dim=1, stable=True)
+    neg_items = torch.argsort((~neg).to(torch.uint8), dim=1, stable=True)
+    p = pos_items[a, grid // n_neg[a]]
+    ng = neg_items[a, grid % n_neg[a]]
+    return torch.stack([a, p, ng], dim=1).to(labels.device)
 
 
 def dnnh_triplet_loss(F_codes: torch.Tensor, triplets: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
@@ -114,6 +133,8 @@ class DNNH(DeepHashMethod):
         "Neural Networks. CVPR 2015"
     )
     test_params: ClassVar[dict[str, Any]] = dict(TEST_PARAMS)
+    #: 2: triplets drawn on each anchor's positive x negative grid (see :func:`sample_triplets`)
+    results_version: ClassVar[int] = 2
     #: lr; the triplet margin (squared-distance units) around the paper's 1 [R]; the threshold
     #: width eps of the piece-wise function around the default 0.1 [D]
     search_space: ClassVar[dict[str, Any]] = {
