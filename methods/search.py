@@ -11,6 +11,10 @@ but nothing here imports Optuna: any object with ``suggest_float`` / ``suggest_i
 HashNet's ``alpha_s = 10/K``): ``bits_power`` says the searched value is multiplied by
 ``n_bits ** bits_power`` before it becomes the parameter (:meth:`Dimension.resolve`), so one range
 serves every code length. :func:`suggest_params` does both steps for a whole space.
+
+:func:`default_point` goes the other way: the searched (raw) values of a method's own defaults, so
+a tuner can start from the recipe it is compared against. Where a constructor default is ``None``
+(a value computed from the code length), the dimension's ``default`` says which raw value that is.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "IntRange",
     "LogUniform",
     "Uniform",
+    "default_point",
     "suggest_params",
     "validate_search_space",
 ]
@@ -54,6 +59,26 @@ class Dimension:
             return value
         return value * float(n_bits) ** self.bits_power
 
+    def unresolve(self, value: Any, n_bits: int) -> Any:
+        """The drawn value a constructor ``value`` corresponds to (inverse of :meth:`resolve`);
+        ``None`` stands for the dimension's ``default`` (``None`` when it declares none)."""
+        if value is None:
+            return getattr(self, "default", None)
+        if self.bits_power == 0:
+            return value
+        return value / float(n_bits) ** self.bits_power
+
+    def contains(self, value: Any) -> bool:
+        """Whether a drawn ``value`` lies in the range (a tuner could have drawn it)."""
+        low, high = getattr(self, "low", None), getattr(self, "high", None)
+        if isinstance(self, Categorical):
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if isinstance(self, IntRange) and int(value) != value:
+            return False
+        return low <= value <= high
+
     def check(self) -> None:
         """Raise ``ValueError`` for an empty or malformed range."""
 
@@ -65,6 +90,8 @@ class LogUniform(Dimension):
     low: float
     high: float
     bits_power: int = 0
+    #: the raw value a constructor default of ``None`` stands for (e.g. DSH's 2K: 2.0)
+    default: float | None = None
 
     def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=True)
@@ -81,6 +108,8 @@ class Uniform(Dimension):
     low: float
     high: float
     bits_power: int = 0
+    #: the raw value a constructor default of ``None`` stands for (e.g. DSH's 2K: 2.0)
+    default: float | None = None
 
     def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high)
@@ -182,3 +211,25 @@ def suggest_params(cls: type, trial: Any, n_bits: int) -> dict[str, Any]:
     validate_search_space(cls)
     return {name: dim.resolve(dim.suggest(trial, name), n_bits)
             for name, dim in _space_of(cls).items()}
+
+
+def default_point(cls: type, values: Mapping[str, Any], n_bits: int
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The searched values of a configuration ``values`` (e.g. a method's defaults under a recipe).
+
+    Returns ``(point, skipped)``: ``point`` maps each searchable parameter to its raw value (the one
+    a trial records; :meth:`Dimension.unresolve`), ``skipped`` each parameter that cannot be part
+    of it to the reason (outside the searched range, or a ``None`` default the dimension does not
+    translate). A tuner enqueues ``point`` as its first trial; skipped parameters are drawn.
+    """
+    point: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name, dim in _space_of(cls).items():
+        raw = dim.unresolve(values.get(name), n_bits)
+        if raw is None:
+            skipped[name] = f"default {values.get(name)!r} has no searched value"
+        elif not dim.contains(raw):
+            skipped[name] = f"default {raw!r} is outside the searched range {dim!r}"
+        else:
+            point[name] = int(raw) if isinstance(dim, IntRange) else raw
+    return point, skipped

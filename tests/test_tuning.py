@@ -188,3 +188,42 @@ def test_tiny_tuning_run_of_a_deep_method_on_the_smoke_preset(tmp_path):
     table = (results / "smoke" / "tuned-2" / "tables" / "table3.md").read_text()  # own folder
     assert "Recipes (deep rows:" in table and "tuned: DPAH" in table
     assert "2 trials per method and column, at 16 bits, reused at the other lengths" in table
+
+
+def test_the_first_trial_is_the_recipe_tuning_starts_from(tmp_path):
+    """Trial 0 trains the method's defaults (the base recipe overriding them), so the chosen
+    configuration is never worse than the untuned one on the validation data."""
+    X, Y = _data()
+    out = tune(CountingLSH, {"knob": 0.3}, X, Y, TuneSpec(n_trials=3, bits=16), tmp_path, "s")
+    assert CountingLSH.fits[0] == 0.3
+    assert out["trials"][0]["params"] == {"knob": 0.3} and out["trials"][0]["start"] == "defaults"
+    assert out["best_val_map"] >= out["trials"][0]["val_map"]
+    assert [t["start"] for t in out["trials"][1:]] == [None, None]
+    CountingLSH.fits = []
+    tune(CountingLSH, {}, X, Y, TuneSpec(n_trials=2, bits=16, start_from_defaults=False),
+         tmp_path, "drawn")
+    assert CountingLSH.fits[0] != 0.5  # the class default: not enqueued, drawn by the sampler
+
+
+def test_default_point_inverts_code_length_scaling_and_skips_what_it_cannot_place():
+    from methods import get_method
+    from methods.search import default_point
+
+    dsh, hashnet = get_method("dsh"), get_method("hashnet")
+    point, skipped = default_point(dsh, dsh(n_bits=32).get_params(), 32)
+    assert point["margin"] == 2.0 and not skipped  # None stands for 2K
+    assert dsh.search_space["margin"].resolve(point["margin"], 32) == dsh(n_bits=32).margin_value()
+    point, _ = default_point(hashnet, {**hashnet().get_params(), "alpha_s": 0.5}, 20)
+    assert point["alpha_s"] == pytest.approx(10.0)  # an explicit 0.5 at 20 bits is 10 / K
+    point, skipped = default_point(CountingLSH, {"knob": 7.0}, 16)
+    assert point == {} and "outside the searched range" in skipped["knob"]
+
+
+def test_every_none_default_in_a_search_space_says_what_it_stands_for():
+    from methods import get_method, list_methods
+    from methods.search import default_point
+
+    for name in list_methods():
+        cls = get_method(name)
+        _, skipped = default_point(cls, cls().get_params(), 48)
+        assert not skipped, f"{name}: {skipped}"

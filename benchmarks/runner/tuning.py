@@ -9,6 +9,11 @@ deep methods plus at most two of the method's own knobs. Each trial
 * is scored by the **validation mAP@all**: the validation items are the queries, ranked against
   the rest of the training split. The query set and the database are never seen.
 
+The first trial is the configuration tuning starts from: the cell's recipe with the method's own
+defaults (:func:`methods.search.default_point`; ``TuneSpec.start_from_defaults``), so what tuning
+chooses is never worse than the untuned recipe on the validation data, and every method's budget
+holds that one point plus ``N - 1`` drawn ones.
+
 Deep trials train in four stages (a quarter of the epochs each, resuming the trial's checkpoint,
 so the result equals one uninterrupted run) and report the validation mAP after each stage, so
 Optuna's median pruner stops hopeless trials early. A trial whose loss diverges, or that raises,
@@ -67,6 +72,9 @@ class TuneSpec:
     seed: int = 0  # seed of the sampler, the validation split and every trial's training
     val_fraction: float = 0.2
     max_val_queries: int = 1000
+    #: the first trial is the configuration tuning starts from (the cell's recipe and the method's
+    #: defaults), so the chosen one is never worse than it on the validation data
+    start_from_defaults: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or self.n_trials < 1:
@@ -100,6 +108,7 @@ def study_name(method: str, dataset_key: str, split_hash: str, base: dict[str, A
                       "base": {k: repr(v) for k, v in sorted(base.items())},
                       "bits": spec.bits, "seed": spec.seed, "val_fraction": spec.val_fraction,
                       "max_val_queries": spec.max_val_queries,
+                      "start_from_defaults": spec.start_from_defaults,
                       # only from version 2 on, so the names of earlier studies stay valid
                       **({"results_version": version}
                          if (version := results_version(method)) != 1 else {})},
@@ -161,7 +170,8 @@ def _history(trials: list[Any]) -> list[dict[str, Any]]:
              "val_map": t.value if t.state.name == "COMPLETE" else
              t.user_attrs.get("last_val_map"),
              "epochs_run": t.user_attrs.get("epochs_run"), "seconds": t.user_attrs.get("seconds"),
-             "fail_reason": t.user_attrs.get("fail_reason")} for t in trials]
+             "fail_reason": t.user_attrs.get("fail_reason"),
+             "start": t.user_attrs.get("start")} for t in trials]
 
 
 def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spec: TuneSpec,
@@ -178,7 +188,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    from methods.search import suggest_params, validate_search_space
+    from methods.search import default_point, suggest_params, validate_search_space
 
     validate_search_space(cls)
     if not cls.search_space:  # e.g. LSH: nothing to tune, the defaults are its only recipe
@@ -201,6 +211,13 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
                     interrupted)
 
+    if spec.start_from_defaults and not study.trials:
+        # trial 0: the recipe being tuned from; skip_if_exists: two workers starting together
+        point, skipped = default_point(cls, {**cls(n_bits=spec.bits).get_params(), **base},
+                                       spec.bits)
+        study.enqueue_trial(point, user_attrs={"start": "defaults"}, skip_if_exists=True)
+        for param, reason in skipped.items():
+            log.warning("tuning %s: trial 0 draws %s: %s", name, param, reason)
     val_pos, rest_pos = validation_split(len(Y_train), spec)
     X_val, X_rest = _subset(X_train, val_pos), _subset(X_train, rest_pos)
     Y_val, Y_rest = Y_train[val_pos], Y_train[rest_pos]

@@ -69,7 +69,7 @@ class DSH(DeepHashMethod):
     #: [D: ranges of this project; the DSH paper's sweep was not checked]
     search_space: ClassVar[dict[str, Any]] = {
         "lr": LR,
-        "margin": Uniform(1.0, 4.0, bits_power=1),
+        "margin": Uniform(1.0, 4.0, bits_power=1, default=2.0),  # None: 2K
         "alpha": LogUniform(1e-3, 1e-1),
     }
 

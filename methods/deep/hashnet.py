@@ -202,7 +202,7 @@ class HashNet(DeepHashMethod):
     #: paper gives no sweep we could check]
     search_space: ClassVar[dict[str, Any]] = {
         "lr": LR,
-        "alpha_s": LogUniform(1.0, 100.0, bits_power=-1),
+        "alpha_s": LogUniform(1.0, 100.0, bits_power=-1, default=10.0),  # None: 10 / K
         "continuation_gamma": LogUniform(1e-3, 2e-2),
     }
 

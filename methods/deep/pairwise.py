@@ -193,7 +193,7 @@ class ContrastiveHashing(_Table1Mixin, DeepHashMethod):
     #: either side of the paper's 1 [D: the paper gives no margin, A15]
     search_space: ClassVar[dict[str, Any]] = {
         "lr": LR,
-        "margin": Uniform(1 / 16, 1 / 2, bits_power=1),
+        "margin": Uniform(1 / 16, 1 / 2, bits_power=1, default=1 / 4),  # None: K / 4
         "beta": LogUniform(0.1, 10.0),
     }
 
@@ -223,7 +223,7 @@ class TripletHashing(_Table1Mixin, DeepHashMethod):
     #: lr; the margin c K over METHODS.md's grid K/16 .. K/4 (default K/8); beta as contrastive
     search_space: ClassVar[dict[str, Any]] = {
         "lr": LR,
-        "margin": LogUniform(1 / 16, 1 / 4, bits_power=1),
+        "margin": LogUniform(1 / 16, 1 / 4, bits_power=1, default=1 / 8),  # None: K / 8
         "beta": LogUniform(0.1, 10.0),
     }
 
