@@ -60,15 +60,15 @@ from benchmarks import stats
 from benchmarks.render.tables import (
     Entry,
     TableData,
-    _block,
-    _cells,
-    _mkey,
-    _recipe_lines,
-    _run_lines,
     aggregate,
     build_table,
+    column_block,
     entry_runs,
     load_paper_numbers,
+    map_key_name,
+    recipe_lines,
+    row_cells,
+    run_lines,
     write_outputs,
 )
 from benchmarks.runner.experiments import (
@@ -79,8 +79,8 @@ from benchmarks.runner.experiments import (
     Experiment,
     Preset,
     Row,
-    _sweep_hyper,
     map_name,
+    sweep_hyper,
 )
 from benchmarks.runner.results import ResultStore
 
@@ -327,7 +327,7 @@ def _margin_table(preset: Preset, store: ResultStore, seeds: Sequence[int]) -> T
     method's default) and the no-margin baseline, per column at the figure's code length."""
     exp = FIG_ALPHA
     row = exp.rows[0]
-    default = next((v for v in exp.sweep if not _sweep_hyper(exp, v)), None)
+    default = next((v for v in exp.sweep if not sweep_hyper(exp, v)), None)
     label = (f"{row.label} ({exp.sweep_param} = {default}, default)" if default is not None
              else f"{row.label} (default {exp.sweep_param})")
     rows = [Row(label, row.method, row.hyper), exp.baseline]
@@ -337,11 +337,11 @@ def _margin_table(preset: Preset, store: ResultStore, seeds: Sequence[int]) -> T
     for col in preset.columns:
         if col.dataset is None:
             continue
-        block, column = f"{_block(col)}, {map_name(col.k)}", f"{bits} bits"
+        block, column = f"{column_block(col)}, {map_name(col.k)}", f"{bits} bits"
         blocks.append((block, [column]))
         for r in rows:
-            e = Entry(block, column, r.label, r.method, _cells(preset, r, col.dataset, bits, seeds),
-                      _mkey(col.k), None)
+            e = Entry(block, column, r.label, r.method, row_cells(preset, r, col.dataset, bits, seeds),
+                      map_key_name(col.k), None)
             entries[(block, column, r.label)] = aggregate(e, store)
     return TableData(exp, preset, blocks, rows, entries, [])
 
@@ -429,8 +429,8 @@ def _header(data: ClaimsData, store: ResultStore) -> list[str]:
     merged = TableData(data.exp, data.preset, [], [], used, [])
     notes = dict.fromkeys(n for name in (TABLE1.name, TABLE2.name)
                           for n in data.sources[name].notes)
-    return (_run_lines(merged, store) + [TEST_TEXT, SELECTION_TEXT, VERDICT_TEXT]
-            + _recipe_lines(merged, store) + list(notes))
+    return (run_lines(merged, store) + [TEST_TEXT, SELECTION_TEXT, VERDICT_TEXT]
+            + recipe_lines(merged, store) + list(notes))
 
 
 def _num(x: float) -> str:

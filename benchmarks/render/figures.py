@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.render.tables import _cells, _mkey
+from benchmarks.render.tables import map_key_name, row_cells
 from benchmarks.runner.experiments import (
     DPAH_DEFAULT_T,
     Cell,
@@ -37,9 +37,9 @@ from benchmarks.runner.experiments import (
     Experiment,
     Preset,
     Row,
-    _sweep_hyper,
     make_cell,
     map_name,
+    sweep_hyper,
     table_rows,
 )
 from benchmarks.runner.results import ResultStore, atomic_write_bytes
@@ -424,7 +424,7 @@ def _fig_pr(ctx: _Ctx):
         drew, not_converged = False, []
         for idx, row in enumerate(table_rows(ctx.exp, ctx.preset)):
             curves, any_nc = [], False
-            for cell in _cells(ctx.preset, row, panel.dataset, bits, ctx.seeds):
+            for cell in row_cells(ctx.preset, row, panel.dataset, bits, ctx.seeds):
                 record = ctx.inputs.record(cell)
                 if record is None:
                     continue
@@ -466,18 +466,18 @@ def _fig_sweep(ctx: _Ctx):
     fig, axes = _new_figure(ctx, len(panels))
     bits = exp.bits[0]
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
-        key = _mkey(panel.k)
+        key = map_key_name(panel.k)
         drawn: list[float] = []
         for row in exp.rows:
             stats = []
             for v in exp.sweep:
-                hyper = {**dict(row.hyper), **_sweep_hyper(exp, v)}
+                hyper = {**dict(row.hyper), **sweep_hyper(exp, v)}
                 cells = [make_cell(preset, row.method, panel.dataset, bits, s, hyper)
                          for s in ctx.seeds]
                 stats.append(_over_seeds((ctx.inputs.record(c) for c in cells), key))
             drawn += _plot_stats(ax, list(exp.sweep), stats, WITH_KT, row.label)
         if exp.baseline is not None:
-            cells = _cells(preset, exp.baseline, panel.dataset, bits, ctx.seeds)
+            cells = row_cells(preset, exp.baseline, panel.dataset, bits, ctx.seeds)
             base = _over_seeds((ctx.inputs.record(c) for c in cells), key)
             if base is not None:
                 colour = WITHOUT_KT["color"] if base.converged else "0.45"
@@ -503,10 +503,10 @@ def _fig_kt(ctx: _Ctx):
     styles = (WITHOUT_KT, WITH_KT)
     n = len(exp.rows)
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
-        key = _mkey(panel.k)
+        key = map_key_name(panel.k)
         drawn: list[float] = []
         for j, row in enumerate(exp.rows):
-            stats = [_over_seeds((ctx.inputs.record(c) for c in _cells(
+            stats = [_over_seeds((ctx.inputs.record(c) for c in row_cells(
                 preset, row, panel.dataset, b, ctx.seeds)), key) for b in preset.bits]
             dodge = 0.06 * (j - (n - 1) / 2)
             xs = [x + dodge for x in range(len(preset.bits))]
@@ -533,7 +533,7 @@ def _fig_hist(ctx: _Ctx):
     bits = exp.bits[0]
     hists: dict[Row, tuple[dict | None, dict | None]] = {}
     for row in exp.rows:
-        cell = _cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
+        cell = row_cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
         hists[row] = ctx.inputs.part(cell, "u_hist", "u histogram (u_hist)")
     no_kt = [r for r in exp.rows if _row_t(r) is None]
     kt = [r for r in exp.rows if _row_t(r) is not None]
@@ -597,7 +597,7 @@ def _fig_tsne(ctx: _Ctx):
     bits = exp.bits[0]
     loaded = []
     for row in exp.rows:
-        cell = _cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
+        cell = row_cells(preset, row, col.dataset, bits, ctx.seeds[:1])[0]
         record = ctx.inputs.record(cell)
         loaded.append((row, record, ctx.inputs.tsne(cell) if record is not None else None))
     classes = sorted({int(c) for _, _, t in loaded if t is not None for c in t["classes"]})
@@ -733,7 +733,7 @@ def _retrieval(ctx: _Ctx, col: Column) -> RetrievalExamples:
     bench = ctx.inputs.images(col.dataset, ctx.data_root)
     loaded = []
     for row in exp.rows:
-        cell = _cells(preset, row, col.dataset, exp.bits[0], ctx.seeds[:1])[0]
+        cell = row_cells(preset, row, col.dataset, exp.bits[0], ctx.seeds[:1])[0]
         loaded.append((row, cell, *ctx.inputs.codes(cell, bench)))
     if bench is None:
         return RetrievalExamples(col, (), None, False,

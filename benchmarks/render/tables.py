@@ -202,7 +202,7 @@ class TableData:
     tests: dict[tuple[str, str], GroupTest] = field(default_factory=dict)
 
 
-def _cells(preset: Preset, row: Row, ds, bits: int, seeds, backbone=None) -> list[Cell]:
+def row_cells(preset: Preset, row: Row, ds, bits: int, seeds, backbone=None) -> list[Cell]:
     return [make_cell(preset, row.method, ds, bits, s, dict(row.hyper), backbone) for s in seeds]
 
 
@@ -226,7 +226,7 @@ def _column_note(col: Column, preset: Preset, exp: Experiment | None = None) -> 
     )
 
 
-def _block(col: Column) -> str:
+def column_block(col: Column) -> str:
     """A dataset block's title: the paper's dataset and ours, or the user's dataset."""
     if not col.is_paper:
         return f"{col.paper_label} — {col.dataset.label}"
@@ -268,18 +268,18 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             notes.append(_column_note(col, preset, exp))
             if col.dataset is None:
                 continue
-            block = f"{_block(col)}, {map_name(col.k)}"
+            block = f"{column_block(col)}, {map_name(col.k)}"
             blocks.append((block, [f"{b} bits" for b in preset.bits]))
             for row in rows:
                 for b in preset.bits:
                     pk = _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
                                     map_name(col.paper_k))
-                    add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
-                        _mkey(col.k), pk)
+                    add(block, f"{b} bits", row, row_cells(preset, row, col.dataset, b, seeds),
+                        map_key_name(col.k), pk)
             for row in refs:  # one cell per seed, shown under every code length
                 cells = reference_cells(exp, preset, row, col.dataset, seeds)
                 for b in preset.bits:
-                    add(block, f"{b} bits", row, cells, _mkey(col.k), None)
+                    add(block, f"{b} bits", row, cells, map_key_name(col.k), None)
         if refs and blocks:
             notes.append(_reference_note(entries, refs, store))
     elif exp.layout == "two_maps_by_dataset":
@@ -288,12 +288,12 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             notes.append(_column_note(col, preset))
             if col.dataset is None:
                 continue
-            block = _block(col)
+            block = column_block(col)
             labels = _two_maps(col)
             blocks.append((block, labels))
             for row in rows:
-                cells = _cells(preset, row, col.dataset, b, seeds)
-                add(block, labels[0], row, cells, _mkey(col.k),
+                cells = row_cells(preset, row, col.dataset, b, seeds)
+                add(block, labels[0], row, cells, map_key_name(col.k),
                     _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
                                map_name(col.paper_k)))
                 if len(labels) > 1:
@@ -314,8 +314,8 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             labels = _two_maps(col)
             blocks.append((block, labels))
             for row in rows:
-                cells = _cells(preset, row, col.dataset, b, seeds, backbone=our_bb)
-                add(block, labels[0], row, cells, _mkey(col.k),
+                cells = row_cells(preset, row, col.dataset, b, seeds, backbone=our_bb)
+                add(block, labels[0], row, cells, map_key_name(col.k),
                     _paper_key(col, exp.paper_table, row.label, col.paper_key, paper_bb, b,
                                map_name(col.paper_k)))
                 if len(labels) > 1:
@@ -328,14 +328,14 @@ def build_table(exp: Experiment, preset: Preset, store: ResultStore,
             if col.dataset is None:
                 continue
             bits = preset.appendix_cifar_bits if col.paper_key == "cifar10" else preset.bits
-            block = f"{_block(col)}, {map_name(col.k)}"
+            block = f"{column_block(col)}, {map_name(col.k)}"
             blocks.append((block, [f"{b} bits" for b in bits]))
             for row in rows:
                 for b in bits:
                     pk = _paper_key(col, exp.paper_table, row.label, col.paper_key, "alexnet", b,
                                     map_name(col.paper_k))
-                    add(block, f"{b} bits", row, _cells(preset, row, col.dataset, b, seeds),
-                        _mkey(col.k), pk)
+                    add(block, f"{b} bits", row, row_cells(preset, row, col.dataset, b, seeds),
+                        map_key_name(col.k), pk)
         notes.append("the paper's DSDH, TALR, HBMP and GreedyHash values are the original papers' "
                      "numbers; ours are this project's implementations (methods/deep/dsdh.py, "
                      "talr.py, hbmp.py, greedyhash.py), trained under this table's recipe")
@@ -499,7 +499,7 @@ def _entry_text(data: TableData, key: tuple[str, str, str]) -> str:
     return text
 
 
-def _mkey(k: int | None) -> str:
+def map_key_name(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
@@ -508,7 +508,7 @@ def _mkey(k: int | None) -> str:
 UNCONVERGED_MARK = "*"
 
 
-def _recipe_lines(data: TableData, store: ResultStore) -> list[str]:
+def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     """Which training recipe each row used, the tuned values (and where they were tuned), the
     published-recipe fields that could not be followed, and the not-converged mark."""
     recipes: dict[str, set[str]] = {}
@@ -560,7 +560,7 @@ def _recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     return lines
 
 
-def _run_lines(data: TableData, store: ResultStore) -> list[str]:
+def run_lines(data: TableData, store: ResultStore) -> list[str]:
     """The header lines every table starts with: preset, ranking and mAP convention, seeds, and
     the commits and times of the stored results."""
     commits, times = set(), []
@@ -586,9 +586,9 @@ def _run_lines(data: TableData, store: ResultStore) -> list[str]:
 
 
 def _provenance(data: TableData, store: ResultStore) -> list[str]:
-    lines = _run_lines(data, store)
+    lines = run_lines(data, store)
     lines += _significance_lines(data)
-    lines += _recipe_lines(data, store)
+    lines += recipe_lines(data, store)
     lines.append("Each entry: ours | paper | ours − paper.")
     return lines
 

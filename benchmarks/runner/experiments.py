@@ -907,7 +907,7 @@ def get_experiment(name: str) -> Experiment:
     )
 
 
-def _sweep_hyper(exp: Experiment, value: Any) -> dict[str, Any]:
+def sweep_hyper(exp: Experiment, value: Any) -> dict[str, Any]:
     """Hyper-parameters of one sweep point; the paper default is the method's own default."""
     default = {"t": DPAH_DEFAULT_T, "alpha": DPAH_DEFAULT_ALPHA}.get(exp.sweep_param)
     return {} if value == default else {exp.sweep_param: value}
@@ -980,7 +980,7 @@ def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = N
             for row in rows:
                 for value in exp.sweep:
                     add(row, col.dataset, exp.bits[0], hyper={**dict(row.hyper),
-                                                              **_sweep_hyper(exp, value)})
+                                                              **sweep_hyper(exp, value)})
             if exp.baseline is not None:
                 add(exp.baseline, col.dataset, exp.bits[0])
     elif exp.layout == "tsne":
