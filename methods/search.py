@@ -70,14 +70,9 @@ class Dimension:
 
     def contains(self, value: Any) -> bool:
         """Whether a drawn ``value`` lies in the range (a tuner could have drawn it)."""
-        low, high = getattr(self, "low", None), getattr(self, "high", None)
-        if isinstance(self, Categorical):
-            return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if isinstance(self, IntRange) and int(value) != value:
-            return False
-        return low <= value <= high
+        return self.low <= value <= self.high  # type: ignore[attr-defined]  # ranges have both
 
     def check(self) -> None:
         """Raise ``ValueError`` for an empty or malformed range."""
@@ -130,6 +125,9 @@ class IntRange(Dimension):
     def suggest(self, trial: Any, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        return super().contains(value) and int(value) == value
+
     def check(self) -> None:
         ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high))
         if not (ints and self.low < self.high and (self.low >= 1 or not self.log)):
@@ -145,6 +143,9 @@ class Categorical(Dimension):
 
     def suggest(self, trial: Any, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
 
     def check(self) -> None:
         if len(self.choices) < 2:

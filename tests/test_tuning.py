@@ -217,6 +217,11 @@ def test_default_point_inverts_code_length_scaling_and_skips_what_it_cannot_plac
     assert point["alpha_s"] == pytest.approx(10.0)  # an explicit 0.5 at 20 bits is 10 / K
     point, skipped = default_point(CountingLSH, {"knob": 7.0}, 16)
     assert point == {} and "outside the searched range" in skipped["knob"]
+    from methods.search import Categorical, IntRange
+
+    assert IntRange(1, 5).contains(3) and not IntRange(1, 5).contains(3.5)
+    assert Categorical(("a", "b")).contains("b") and not Categorical(("a", "b")).contains("c")
+    assert not Uniform(0.0, 1.0).contains(True) and not Uniform(0.0, 1.0).contains(None)
 
 
 def test_every_none_default_in_a_search_space_says_what_it_stands_for():
