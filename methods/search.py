@@ -20,6 +20,7 @@ a tuner can start from the recipe it is compared against. Where a constructor de
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,7 @@ class Dimension:
 
     def contains(self, value: Any) -> bool:
         """Whether a drawn ``value`` lies in the range (a tuner could have drawn it)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return False
         return self.low <= value <= self.high  # type: ignore[attr-defined]  # ranges have both
 

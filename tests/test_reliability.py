@@ -405,9 +405,10 @@ def test_weights_are_looked_for_under_the_given_data_root(tmp_path):
 def test_load_results_is_a_tidy_frame_of_every_cell_and_metric(tmp_path):
     assert _run(tmp_path) == 0
     df = load_results(tmp_path, "test")
-    for column in ("method", "dataset", "bits", "seed", "recipe", "status", "commit", "metric",
-                   "value"):
+    for column in ("method", "dataset", "bits", "seed", "recipe", "tune", "results_version",
+                   "current", "status", "commit", "metric", "value"):
         assert column in df.columns
+    assert df.current.all() and set(df.results_version) == {1}
     maps = df[df.metric == "mAP@all"]
     assert len(maps) == len(cells_for(TABLE3, PRESET)) == df.cell_id.nunique()
     store = ResultStore(tmp_path, "test")

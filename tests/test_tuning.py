@@ -232,3 +232,28 @@ def test_every_none_default_in_a_search_space_says_what_it_stands_for():
         cls = get_method(name)
         _, skipped = default_point(cls, cls().get_params(), 48)
         assert not skipped, f"{name}: {skipped}"
+
+
+def test_a_starting_trial_a_killed_run_interrupted_is_queued_again(tmp_path):
+    """Killed while trial 0 (the recipe) ran: the next run marks it interrupted and runs the
+    recipe again, so an interruption never costs a study its starting point."""
+    import socket
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    X, Y = _data()
+    study = optuna.create_study(study_name="s", direction="maximize", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "s.journal"))))
+    study.enqueue_trial({"knob": 0.3}, user_attrs={"start": "defaults"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()  # the queued recipe, left RUNNING by a dead process
+    assert trial.suggest_float("knob", 0.0, 1.0) == 0.3
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    out = tune(CountingLSH, {"knob": 0.3}, X, Y, TuneSpec(n_trials=3, bits=16), tmp_path, "s")
+    assert out["interrupted_trials"] == [0]
+    assert CountingLSH.fits[0] == 0.3
+    assert [t["start"] for t in out["trials"]] == ["defaults", None, None]

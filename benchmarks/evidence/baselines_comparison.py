@@ -95,6 +95,7 @@ def run_cell(
         method.fit(Xtr, Ytr)
     except TrainingDivergedError as exc:  # NaN/inf loss: N/C, not a number
         return {"method": name, "bits": bits, "seed": seed, "status": "N/C",
+                "results_version": method.results_version,
                 "reason": str(exc), "map_all": None, "fit_seconds": None}
     fit_s = time.perf_counter() - t0
     q_codes, db_codes = method.encode(Xq), method.encode(Xdb)
@@ -102,6 +103,7 @@ def run_cell(
         "method": name,
         "bits": bits,
         "seed": seed,
+        "results_version": method.results_version,
         "params": {k: v for k, v in method.get_params().items() if k not in ("n_bits", "seed")},
         "fit_seconds": round(fit_s, 2),
         "first_last_loss": _first_last_loss(method),
@@ -114,6 +116,12 @@ def run_cell(
     else:
         cell.update(status="ok", map_all=float(map_at_k(q_codes, db_codes, Yq, Ydb, k=None)))
     return cell
+
+
+def _results_version(name: str) -> int:
+    from methods import get_method
+
+    return int(get_method(name).results_version)
 
 
 def _first_last_loss(method: Any) -> list[float] | None:
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.force:
         selected = {(m, b, args.seed) for m in args.methods for b in args.bits}
         done = [c for c in done if (c["method"], c["bits"], c["seed"]) not in selected]
+    # a cell stored by code that has changed the method's numbers since is run again
+    done = [c for c in done if c.get("results_version", 1) == _results_version(c["method"])]
     finished = {(c["method"], c["bits"], c["seed"]) for c in done}
     todo = [(m, b) for b in args.bits for m in args.methods if (m, b, args.seed) not in finished]
     try:

@@ -445,12 +445,12 @@ def run_cell(cell: Cell, opts: RunOptions) -> Outcome:
     result).
     """
     store = ResultStore(opts.results_dir, opts.preset)
-    cid = cell.cell_id
     t_start = time.perf_counter()
     if opts.plugins:
         from benchmarks.runner.plugins import load_plugins
 
         load_plugins(opts.plugins)
+    cid = cell.cell_id  # after the plugins: a plugin method's results_version is part of the id
     if not opts.force and store.is_done(cid):
         return _skip(store, cell, opts)
     lock = store.claim(cid)

@@ -550,13 +550,13 @@ def method_params(method: str) -> frozenset[str]:
 
 
 def results_version(method: str) -> int:
-    """The registered method's ``results_version`` (1 when it is not importable)."""
-    try:
-        from methods import get_method
+    """The registered method's ``results_version``; 1 for a name the registry does not hold (a
+    plugin not loaded yet, a row of a method not implemented). A registry that fails to import
+    raises: falling back to 1 there would silently give version-1 ids to changed methods."""
+    from methods import registry
 
-        return int(get_method(method).results_version)
-    except Exception:  # noqa: BLE001 — not registered or not importable
-        return 1
+    cls = registry().get(method)
+    return int(cls.results_version) if cls is not None else 1
 
 
 @functools.cache

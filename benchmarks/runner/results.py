@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.runner.experiments import results_version
+
 __all__ = [
     "REQUIRED_FIELDS",
     "SCHEMA_VERSION",
@@ -535,8 +537,8 @@ class ResultStore:
 
 #: columns of :func:`load_results`, in order
 RESULT_COLUMNS = ["cell_id", "method", "dataset", "protocol", "backbone", "bits", "seed", "hyper",
-                  "train", "recipe", "status", "converged", "metric", "value", "commit",
-                  "utc_time", "fit_s", "host"]
+                  "train", "recipe", "tune", "results_version", "current", "status", "converged",
+                  "metric", "value", "commit", "utc_time", "fit_s", "host"]
 
 
 def _metric_rows(metrics: dict[str, Any] | None) -> list[tuple[str, float]]:
@@ -558,11 +560,15 @@ def load_results(results_dir: str | Path = "results", preset: str = "cpu") -> An
 
     Columns: :data:`RESULT_COLUMNS` (``hyper`` and ``train`` as canonical JSON strings, so rows
     group and compare; ``recipe`` is the record's training recipe, ``"shared"`` for records that
-    predate recipes). A cell without metrics (N/C) keeps one row with ``metric`` and ``value``
+    predate recipes; ``tune`` the tuning budget of a tuned cell as canonical JSON, ``{}`` when
+    untuned; ``results_version`` the method's version that stored the record and ``current``
+    whether that is the registered method's present one: keep ``df[df.current]`` to leave out
+    records of code that has changed its numbers since, which the tables no longer use). A cell without metrics (N/C) keeps one row with ``metric`` and ``value``
     empty, so it is never dropped silently. Damaged records are left out and reported in the
     log. Example::
 
         df = load_results("results", "cpu")
+        df = df[df.current & (df.tune == "{}")]
         df[df.metric == "mAP@all"].pivot_table(index="method", columns="bits", values="value")
     """
     import pandas as pd
@@ -583,6 +589,10 @@ def load_results(results_dir: str | Path = "results", preset: str = "cpu") -> An
             "hyper": json.dumps(cell.get("hyper", {}), sort_keys=True, default=str),
             "train": json.dumps(cell.get("train", {}), sort_keys=True, default=str),
             "recipe": record.get("recipe", "shared"),
+            "tune": json.dumps(cell.get("tune", {}), sort_keys=True, default=str),
+            "results_version": cell.get("results_version", 1),
+            # stored by the method's present code, not by code that changed its numbers since
+            "current": cell.get("results_version", 1) == results_version(cell.get("method", "")),
             "status": record.get("status") or ("ok" if record["converged"] else "nc"),
             "converged": record["converged"],
             "commit": env.get("git_commit"),

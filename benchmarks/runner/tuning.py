@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner.experiments import results_version
+from methods.search import default_point
 
 __all__ = ["TuneSpec", "TuningError", "resolve_for_bits", "study_name", "tune",
            "validation_split"]
@@ -174,6 +175,24 @@ def _history(trials: list[Any]) -> list[dict[str, Any]]:
              "start": t.user_attrs.get("start")} for t in trials]
 
 
+def _enqueue_defaults(study: Any, cls: type, base: dict[str, Any], spec: TuneSpec,
+                      name: str) -> None:
+    """Queue the recipe tuning starts from as the study's next trial, unless it is queued, has
+    run or is running. A run of it that a killed process interrupted does not count: it is queued
+    again, so an interruption never costs the study its starting point. (Two workers starting at
+    the same instant may both queue it; the second copy is one trial of the budget spent twice.)"""
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("start") and not t.user_attrs.get("interrupted"):
+            return  # queued (WAITING), running, or finished
+    point, skipped = default_point(cls, {**cls(n_bits=spec.bits).get_params(), **base}, spec.bits)
+    for param, reason in skipped.items():
+        log.warning("tuning %s: the starting trial draws %s: %s", name, param, reason)
+    if not point:
+        return  # nothing of the recipe lies in the searched space: every trial is drawn
+    study.enqueue_trial(point, user_attrs={"start": "defaults" if not skipped else
+                                           "defaults, drawn: " + ", ".join(sorted(skipped))})
+
+
 def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spec: TuneSpec,
          storage_dir: str | Path, name: str, *, progress: bool = False) -> dict[str, Any]:
     """Run (or resume, or reuse) the study ``name``; return its outcome.
@@ -188,7 +207,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    from methods.search import default_point, suggest_params, validate_search_space
+    from methods.search import suggest_params, validate_search_space
 
     validate_search_space(cls)
     if not cls.search_space:  # e.g. LSH: nothing to tune, the defaults are its only recipe
@@ -211,13 +230,8 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
                     interrupted)
 
-    if spec.start_from_defaults and not study.trials:
-        # trial 0: the recipe being tuned from; skip_if_exists: two workers starting together
-        point, skipped = default_point(cls, {**cls(n_bits=spec.bits).get_params(), **base},
-                                       spec.bits)
-        study.enqueue_trial(point, user_attrs={"start": "defaults"}, skip_if_exists=True)
-        for param, reason in skipped.items():
-            log.warning("tuning %s: trial 0 draws %s: %s", name, param, reason)
+    if spec.start_from_defaults:
+        _enqueue_defaults(study, cls, base, spec, name)
     val_pos, rest_pos = validation_split(len(Y_train), spec)
     X_val, X_rest = _subset(X_train, val_pos), _subset(X_train, rest_pos)
     Y_val, Y_rest = Y_train[val_pos], Y_train[rest_pos]
@@ -246,7 +260,9 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
                 if deep and stage < stages[-1]:
                     trial.report(value, step)
-                    if trial.should_prune():
+                    # the recipe tuning starts from always runs to the end: with several workers
+                    # on one study, trials finished elsewhere could otherwise prune it
+                    if trial.user_attrs.get("start") is None and trial.should_prune():
                         raise optuna.TrialPruned()
         except optuna.TrialPruned:
             raise

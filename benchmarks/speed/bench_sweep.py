@@ -81,7 +81,7 @@ def _study_start(tuning_dir: Path, study: str) -> datetime | None:
 def _stored(cells: list[Any], store: Any, acc: dict[tuple[str, str], dict[str, Any]],
             kind: str, missing: dict[str, list[str]]):
     """Each finished record of ``cells`` with its (dataset, method) row, counting the row's
-    ``<kind>_total`` and ``<kind>row_cells`` and listing the cells without one in ``missing``."""
+    ``<kind>_total`` and ``<kind>_cells`` and listing the cells without one in ``missing``."""
     for cell in cells:
         row = acc[(cell.dataset.key, cell.method)]
         row[f"{kind}_total"] += 1
