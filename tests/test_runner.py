@@ -178,7 +178,8 @@ def test_table3_end_to_end_with_stand_ins(tmp_path, fakes, capsys):
     assert rec["metrics"]["map_at"]["all"] == reference_map(
         codes["query_codes"], codes["db_codes"], codes["query_labels"], codes["db_labels"])
     assert rec["dataset"]["split_hash"] == "fakesplit000"
-    for key in ("git_commit", "utc_time", "platform", "cpu_count"):
+    for key in ("git_commit", "utc_time", "platform", "cpu_count", "cpu_model",
+                "torch_cpu_capability"):
         assert key in rec["environment"]
     assert rec["map_convention"]["no_hit"] == "drop"
     assert set(rec["timing"]) == {"fit_s", "encode_s", "eval_s"}

@@ -173,13 +173,27 @@ def git_commit(cwd: str | Path | None = None) -> str:
 _ENV_CACHE: dict[str, Any] = {}
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
-    """Where a result was computed: platform, CPU count, torch version and device, git commit."""
+    """Where a result was computed: platform, CPU model and count, torch version, device and CPU
+    kernel ISA, git commit."""
     if not _ENV_CACHE:
         env: dict[str, Any] = {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "numpy": np.__version__,
             "git_commit": git_commit(),
@@ -191,6 +205,9 @@ def environment(device: str | None = None) -> dict[str, Any]:
             env["cuda_available"] = bool(torch.cuda.is_available())
             env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
             env["torch_threads"] = torch.get_num_threads()
+            # the vector ISA torch dispatches its CPU kernels to: runs on CPUs that differ here
+            # differ in the last float digits, which 200 epochs can grow into mAP differences
+            env["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         except Exception:  # noqa: BLE001 — torch is optional for shallow-only runs
             env["torch"] = None
             env["gpu"] = None
