@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.metrics import map_at_k
+from benchmarks.runner.experiments import results_version
 from benchmarks.runner.results import environment
 
 METHODS = ("dsh", "hashnet", "dhn", "dnnh", "ssdh", "contrastive", "triplet", "softmax_ce",
@@ -116,12 +117,6 @@ def run_cell(
     else:
         cell.update(status="ok", map_all=float(map_at_k(q_codes, db_codes, Yq, Ydb, k=None)))
     return cell
-
-
-def _results_version(name: str) -> int:
-    from methods import get_method
-
-    return int(get_method(name).results_version)
 
 
 def _first_last_loss(method: Any) -> list[float] | None:
@@ -217,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         selected = {(m, b, args.seed) for m in args.methods for b in args.bits}
         done = [c for c in done if (c["method"], c["bits"], c["seed"]) not in selected]
     # a cell stored by code that has changed the method's numbers since is run again
-    done = [c for c in done if c.get("results_version", 1) == _results_version(c["method"])]
+    done = [c for c in done if c.get("results_version", 1) == results_version(c["method"])]
     finished = {(c["method"], c["bits"], c["seed"]) for c in done}
     todo = [(m, b) for b in args.bits for m in args.methods if (m, b, args.seed) not in finished]
     try:
