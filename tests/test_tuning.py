@@ -257,3 +257,35 @@ def test_a_starting_trial_a_killed_run_interrupted_is_queued_again(tmp_path):
     assert out["interrupted_trials"] == [0]
     assert CountingLSH.fits[0] == 0.3
     assert [t["start"] for t in out["trials"]] == ["defaults", None, None]
+
+
+def test_workers_starting_one_study_at_once_queue_its_starting_trial_once(tmp_path, monkeypatch):
+    """Two workers (here threads) open the same study at the same instant: the recipe is queued
+    and trained once, not once per worker. The slowed-down check-then-queue makes the race
+    certain without the study's setup lock."""
+    import threading
+    import time as _time
+
+    import benchmarks.runner.tuning as tuning
+
+    real = tuning.default_point
+
+    def slow_default_point(*args, **kwargs):
+        _time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "default_point", slow_default_point)
+    X, Y = _data()
+    outs: list[dict] = []
+    workers = [threading.Thread(target=lambda: outs.append(tune(
+        CountingLSH, {"knob": 0.3}, X, Y, TuneSpec(n_trials=3, bits=16), tmp_path, "s")))
+        for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(outs) == 2
+    starts = [t for t in outs[-1]["trials"] if t["start"]]
+    assert len(starts) == 1 and starts[0]["params"] == {"knob": 0.3}
+    assert CountingLSH.fits.count(0.3) == 1
+    assert not list(tmp_path.glob("*.lock"))  # released

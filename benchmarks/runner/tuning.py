@@ -34,6 +34,7 @@ the whole training split and evaluated once, by the ordinary cell job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,12 +177,31 @@ def _history(trials: list[Any]) -> list[dict[str, Any]]:
              "start": t.user_attrs.get("start")} for t in trials]
 
 
+@contextlib.contextmanager
+def _setup_lock(path: Path, name: str, wait_s: float = 600.0) -> Iterator[None]:
+    """Hold the study's setup lock while checking and queueing its starting trial, so that
+    workers starting on one study at the same instant queue it once (a lock file, as for cells:
+    a dead holder's lock is taken over)."""
+    from benchmarks.runner.results import CellLock
+
+    lock = CellLock(path)
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tuning {name}: the study's setup lock is {lock.describe()}")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _enqueue_defaults(study: Any, cls: type, base: dict[str, Any], spec: TuneSpec,
                       name: str) -> None:
     """Queue the recipe tuning starts from as the study's next trial, unless it is queued, has
     run or is running. A run of it that a killed process interrupted does not count: it is queued
-    again, so an interruption never costs the study its starting point. (Two workers starting at
-    the same instant may both queue it; the second copy is one trial of the budget spent twice.)"""
+    again, so an interruption never costs the study its starting point. Called under
+    :func:`_setup_lock`, so concurrent workers queue it once."""
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("start") and not t.user_attrs.get("interrupted"):
             return  # queued (WAITING), running, or finished
@@ -225,13 +246,13 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
                                            n_startup_trials=max(1, min(10, spec.n_trials // 3))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.n_trials // 4),
                                            n_warmup_steps=0))
-    interrupted = _mark_interrupted(study)
-    if interrupted:
-        log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
-                    interrupted)
-
-    if spec.start_from_defaults:
-        _enqueue_defaults(study, cls, base, spec, name)
+    with _setup_lock(storage_dir / f"{name}.setup.lock", name):
+        interrupted = _mark_interrupted(study)
+        if interrupted:
+            log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
+                        interrupted)
+        if spec.start_from_defaults:
+            _enqueue_defaults(study, cls, base, spec, name)
     val_pos, rest_pos = validation_split(len(Y_train), spec)
     X_val, X_rest = _subset(X_train, val_pos), _subset(X_train, rest_pos)
     Y_val, Y_rest = Y_train[val_pos], Y_train[rest_pos]
