@@ -102,3 +102,19 @@ def test_held_out_label_columns_are_dropped_before_fitting(tmp_path, monkeypatch
     assert record["metrics"]["map_at"]["all"] > 0
     lr = store.load(make_cell(preset, "classifier_codes", ds, REFERENCE_BITS, 0).cell_id)
     assert lr["metrics"]["code_length"] == 2 and "query_exact_match" not in lr["metrics"]
+
+
+def test_blocks_without_paper_numbers_show_our_column_only(tmp_path):
+    """The paper never ran the unseen-class protocols: their blocks have one column per code
+    length, not empty paper and Δ columns; Table 3 keeps ours | paper | Δ."""
+    from benchmarks.render.tables import build_table, format_latex, format_markdown
+
+    preset, store = get_preset("cpu"), ResultStore(tmp_path, "cpu")
+    unseen = build_table(UNSEEN, preset, store)
+    md = format_markdown(unseen, store)
+    assert "| method | 16 bits | 32 bits | 48 bits | 64 bits |" in md
+    assert "paper | Δ" not in md and "Each entry: ours (the paper has no numbers" in md
+    assert "ours & paper" not in format_latex(unseen, store)
+    table3 = format_markdown(build_table(TABLES["3"], preset, store), store)
+    assert "| 16 bits ours | paper | Δ |" in table3 and "Each entry: ours | paper | ours − paper." \
+        in table3

@@ -585,11 +585,25 @@ def run_lines(data: TableData, store: ResultStore) -> list[str]:
     return lines
 
 
+def block_has_paper(data: TableData, block: str, labels: Sequence[str]) -> bool:
+    """Whether any entry of ``block`` has a paper number. A block without one (e.g. a protocol
+    the paper never ran) is rendered with our column only, not with empty paper and Δ columns."""
+    return any(data.entries[(block, lab, row.label)].paper is not None
+               for lab in labels for row in data.rows + data.reference_rows)
+
+
 def _provenance(data: TableData, store: ResultStore) -> list[str]:
     lines = run_lines(data, store)
     lines += _significance_lines(data)
     lines += recipe_lines(data, store)
-    lines.append("Each entry: ours | paper | ours − paper.")
+    with_paper = [block_has_paper(data, block, labels) for block, labels in data.blocks]
+    if all(with_paper):
+        lines.append("Each entry: ours | paper | ours − paper.")
+    elif any(with_paper):
+        lines.append("Each entry: ours | paper | ours − paper; blocks the paper has no numbers "
+                     "for show ours only.")
+    else:
+        lines.append("Each entry: ours (the paper has no numbers for these protocols).")
     return lines
 
 
@@ -602,17 +616,19 @@ def format_markdown(data: TableData, store: ResultStore) -> str:
         out.write(f"- {note}\n")
     for block, labels in data.blocks:
         out.write(f"\n### {block}\n\n")
+        paper = block_has_paper(data, block, labels)
         header = ["method"]
         for lab in labels:
-            header += [f"{lab} ours", "paper", "Δ"]
+            header += [f"{lab} ours", "paper", "Δ"] if paper else [lab]
         out.write("| " + " | ".join(header) + " |\n")
         out.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
         for row in data.rows + data.reference_rows:
             cells = [row.label]
             for lab in labels:
                 e = data.entries[(block, lab, row.label)]
-                cells += [_entry_text(data, (block, lab, row.label)), e.paper_text(),
-                          e.diff_text()]
+                cells.append(_entry_text(data, (block, lab, row.label)))
+                if paper:
+                    cells += [e.paper_text(), e.diff_text()]
             out.write("| " + " | ".join(cells) + " |\n")
     return out.getvalue()
 
@@ -688,14 +704,19 @@ def format_latex(data: TableData, store: ResultStore) -> str:
         out.write(f"% {line}\n")
     out.write("% requires \\usepackage{booktabs}\n")
     for block, labels in data.blocks:
-        n = 1 + 3 * len(labels)
+        paper = block_has_paper(data, block, labels)
+        width = 3 if paper else 1
+        n = 1 + width * len(labels)
         out.write(f"\\begin{{tabular}}{{l{'r' * (n - 1)}}}\n\\toprule\n")
         out.write(f"\\multicolumn{{{n}}}{{l}}{{{_tex_escape(block)}}} \\\\\n")
         head = ["method"] + [
-            f"\\multicolumn{{3}}{{c}}{{{_tex_escape(lab)}}}" for lab in labels
+            f"\\multicolumn{{3}}{{c}}{{{_tex_escape(lab)}}}" if paper else _tex_escape(lab)
+            for lab in labels
         ]
         out.write(" & ".join(head) + " \\\\\n")
-        out.write(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(labels)) + " \\\\\n")
+        if paper:
+            out.write(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(labels))
+                      + " \\\\\n")
         out.write("\\midrule\n")
         for i, row in enumerate(data.rows + data.reference_rows):
             if i == len(data.rows):
@@ -703,8 +724,9 @@ def format_latex(data: TableData, store: ResultStore) -> str:
             cells = [_tex_escape(row.label)]
             for lab in labels:
                 e = data.entries[(block, lab, row.label)]
-                cells += [_tex_escape(_entry_text(data, (block, lab, row.label))),
-                          _tex_escape(e.paper_text()), _tex_escape(e.diff_text())]
+                cells.append(_tex_escape(_entry_text(data, (block, lab, row.label))))
+                if paper:
+                    cells += [_tex_escape(e.paper_text()), _tex_escape(e.diff_text())]
             out.write(" & ".join(cells) + " \\\\\n")
         out.write("\\bottomrule\n\\end{tabular}\n\n")
     return out.getvalue()
