@@ -52,3 +52,15 @@ def test_tune_below_one_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench_sweep.main(["--tune", "0"])
     assert "--tune needs a number of trials >= 1" in capsys.readouterr().err
+
+
+def test_a_resumed_cell_counts_the_epochs_before_its_resume():
+    """A deep cell resumed after a kill times only the epochs after the resume in fit_s; its
+    history keeps every epoch's seconds, and those are what the sweep cost."""
+    resumed = {"timing": {"fit_s": 31.0, "encode_s": 0.5, "eval_s": 0.25},
+               "history": [{"epoch": e, "time_s": 2.0} for e in range(1, 101)]}
+    assert bench_sweep._job_seconds(resumed) == pytest.approx(200.0 + 0.75)
+    whole = {"timing": {"fit_s": 210.0, "encode_s": 0.5, "eval_s": 0.25},
+             "history": [{"epoch": e, "time_s": 2.0} for e in range(1, 101)]}
+    assert bench_sweep._job_seconds(whole) == pytest.approx(210.75)  # setup included
+    assert bench_sweep._job_seconds({"timing": {"fit_s": 3.0}}) == 3.0  # shallow: no history

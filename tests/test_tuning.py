@@ -266,7 +266,7 @@ def test_workers_starting_one_study_at_once_queue_its_starting_trial_once(tmp_pa
     import threading
     import time as _time
 
-    import benchmarks.runner.tuning as tuning
+    from benchmarks.runner import tuning
 
     real = tuning.default_point
 

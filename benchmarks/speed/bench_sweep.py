@@ -9,6 +9,8 @@ benchmark reads them for one table under one preset and prints, per dataset and 
 * **untuned**: the cells of the preset's own recipe (the reference, same cells without ``--tune``);
 * **tuned**: the study's trials (``tuning``) plus the retraining of the chosen configuration at
   every code length and seed (``retrain``);
+* a cell resumed after a kill counts every epoch's seconds from its history, not only those after
+  the resume;
 * cells that are the same in both runs (the reference rows, which are never tuned) count in
   both, as a tuned sweep from nothing computes them too;
 * the ratio tuned / untuned, and what is still missing (cells not stored are not estimated: they
@@ -40,8 +42,14 @@ _TIMING_KEYS = ("fit_s", "encode_s", "eval_s")
 
 
 def _job_seconds(record: dict[str, Any]) -> float:
+    """``fit + encode + eval`` seconds of the cell's job. A deep cell resumed from a checkpoint
+    (a killed run) times only the epochs after the resume in ``fit_s``; its per-epoch history
+    keeps every epoch's seconds, so the fit counts as the larger of the two."""
     timing = record.get("timing") or {}
-    return float(sum(timing.get(k) or 0.0 for k in _TIMING_KEYS))
+    history = record.get("history") or []
+    epochs_s = sum(float(e.get("time_s") or 0.0) for e in history if isinstance(e, dict))
+    fit_s = max(float(timing.get("fit_s") or 0.0), epochs_s)
+    return fit_s + float(sum(timing.get(k) or 0.0 for k in _TIMING_KEYS if k != "fit_s"))
 
 
 def _tuned_preset(preset: Any, n_trials: int) -> Any:
