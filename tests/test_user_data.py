@@ -103,7 +103,9 @@ def test_npz_table3_one_user_column(tmp_path, capsys):
     assert md in out  # the printed table
     assert "### mine — npz" in md and "| LSH | 0." in md and "on your own data" in md
     for r in rows:
-        assert f"{float(r['ours_mean']):.4f} | – | –" in md
+        assert f"{float(r['ours_mean']):.4f} |" in md
+    # the paper has no numbers for your data: one column per code length, no empty paper/Δ
+    assert "| method | 16 bits | 32 bits |" in md and "paper | Δ" not in md
     # the preset's own tables are untouched: no collision with the built-in datasets
     assert not (tmp_path / "res" / "test" / "tables").exists()
     # split sizes and hash in every record, and the split files beside the results
