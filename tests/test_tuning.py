@@ -289,3 +289,18 @@ def test_workers_starting_one_study_at_once_queue_its_starting_trial_once(tmp_pa
     assert len(starts) == 1 and starts[0]["params"] == {"knob": 0.3}
     assert CountingLSH.fits.count(0.3) == 1
     assert not list(tmp_path.glob("*.lock"))  # released
+
+
+def test_reusing_a_finished_study_leaves_its_tracked_files_untouched(tmp_path):
+    """Other code lengths and seeds reuse a finished study: its journal and summary (tracked in
+    git) must not change, or every reuse would show up as a modified result."""
+    X, Y = _data()
+    spec = TuneSpec(n_trials=2, bits=16)
+    first = tune(CountingLSH, {}, X, Y, spec, tmp_path, "s")
+    journal, summary = (tmp_path / "s.journal").read_bytes(), (tmp_path / "s.json").read_bytes()
+    fits = len(CountingLSH.fits)
+    again = tune(CountingLSH, {}, X, Y, spec, tmp_path, "s")
+    assert len(CountingLSH.fits) == fits  # no trial ran
+    assert again["best_params"] == first["best_params"]
+    assert (tmp_path / "s.journal").read_bytes() == journal
+    assert (tmp_path / "s.json").read_bytes() == summary

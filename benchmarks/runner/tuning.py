@@ -239,13 +239,18 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     storage_dir.mkdir(parents=True, exist_ok=True)
     journal = storage_dir / f"{name}.journal"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name, direction="maximize", load_if_exists=True,
-        storage=JournalStorage(JournalFileBackend(str(journal))),
-        sampler=optuna.samplers.TPESampler(seed=spec.seed,
-                                           n_startup_trials=max(1, min(10, spec.n_trials // 3))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.n_trials // 4),
-                                           n_warmup_steps=0))
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    search = {
+        "sampler": optuna.samplers.TPESampler(
+            seed=spec.seed, n_startup_trials=max(1, min(10, spec.n_trials // 3))),
+        "pruner": optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.n_trials // 4),
+                                              n_warmup_steps=0),
+    }
+    try:  # an existing study is loaded, not created again: reusing it writes nothing
+        study = optuna.load_study(study_name=name, storage=storage, **search)
+    except KeyError:
+        study = optuna.create_study(study_name=name, direction="maximize", load_if_exists=True,
+                                    storage=storage, **search)
     with _setup_lock(storage_dir / f"{name}.setup.lock", name):
         interrupted = _mark_interrupted(study)
         if interrupted:
@@ -338,5 +343,21 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     outcome.update(best_trial=best.number, best_raw=dict(best.params),
                    best_params=resolve_for_bits(cls, best.params, spec.bits),
                    best_val_map=best.value)
-    (storage_dir / f"{name}.json").write_text(json.dumps(outcome, indent=1, default=str) + "\n")
+    _write_summary(storage_dir / f"{name}.json", outcome)
     return outcome
+
+
+def _write_summary(path: Path, outcome: dict[str, Any]) -> None:
+    """Write the study's summary beside its journal, unless it already says the same: reusing a
+    finished study (other code lengths, other seeds) leaves the tracked file untouched, its
+    ``wall_s`` that of the run that wrote it."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if isinstance(stored, dict):
+        same = {k: v for k, v in stored.items() if k != "wall_s"}
+        if same == json.loads(json.dumps({k: v for k, v in outcome.items() if k != "wall_s"},
+                                         default=str)):
+            return
+    path.write_text(json.dumps(outcome, indent=1, default=str) + "\n")
