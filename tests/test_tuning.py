@@ -304,3 +304,31 @@ def test_reusing_a_finished_study_leaves_its_tracked_files_untouched(tmp_path):
     assert again["best_params"] == first["best_params"]
     assert (tmp_path / "s.journal").read_bytes() == journal
     assert (tmp_path / "s.json").read_bytes() == summary
+
+
+class SlowLSH(CountingLSH):
+    """CountingLSH whose fit takes 0.2 s, so two workers' trials overlap."""
+
+    def _fit(self, X, Y):
+        import time as _time
+
+        _time.sleep(0.2)
+        return super()._fit(X, Y)
+
+
+def test_each_worker_logs_the_trial_it_ran_not_another_workers_running_one(tmp_path, caplog):
+    import logging
+    import threading
+
+    X, Y = _data()
+    caplog.set_level(logging.INFO, logger="hashbench.runner")
+    workers = [threading.Thread(target=tune, args=(SlowLSH, {}, X, Y, TuneSpec(n_trials=6,
+                                                                                bits=16),
+                                                   tmp_path, "s")) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    lines = [r.getMessage() for r in caplog.records if ": trial " in r.getMessage()]
+    assert len(lines) >= 6
+    assert not [line for line in lines if " RUNNING " in line], lines

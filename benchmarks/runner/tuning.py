@@ -302,14 +302,16 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
 
     t_start = time.perf_counter()
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    ran: list[Any] = []  # the trials this process ran, in order
     while True:
         done = _counted(study, finished_states)
         running = _counted(study, (TrialState.RUNNING,))
         todo = spec.n_trials - len(done) - len(running)
         if todo <= 0:
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        t = study.trials[-1]
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[lambda _study, trial: ran.append(trial)])
+        t = ran[-1]  # this worker's trial: the study's last one may be another worker's
         log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
                  f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
     if waiting := _counted(study, (TrialState.RUNNING,)):
