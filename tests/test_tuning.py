@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -332,3 +333,40 @@ def test_each_worker_logs_the_trial_it_ran_not_another_workers_running_one(tmp_p
     lines = [r.getMessage() for r in caplog.records if ": trial " in r.getMessage()]
     assert len(lines) >= 6
     assert not [line for line in lines if " RUNNING " in line], lines
+
+
+def test_the_budget_is_the_first_trials_by_number_whatever_order_they_finish_in(tmp_path):
+    """Trial 1 still runs (another worker) while trials 0, 2 and 3 are finished: with a budget
+    of 3 the study waits for trial 1 and chooses among trials 0-2, as every other worker does,
+    not among the first three to finish (0, 2, 3)."""
+    import socket
+    import threading
+    import time as _time
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    X, Y = _data()
+    study = optuna.create_study(study_name="s", direction="maximize", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "s.journal"))))
+    dist = {"knob": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"knob": 0.1}, distributions=dist,
+                                              value=0.5))
+    other = study.ask(dist)  # trial 1: running in a live worker (this process)
+    other.set_user_attr("host", socket.gethostname())
+    other.set_user_attr("pid", os.getpid())
+    for knob, value in ((0.2, 0.6), (0.3, 0.7)):  # trials 2 and 3
+        study.add_trial(optuna.trial.create_trial(params={"knob": knob}, distributions=dist,
+                                                  value=value))
+
+    def finish_other() -> None:
+        _time.sleep(3.0)  # after the waiting worker's first look (every 2 s)
+        study.tell(other, 0.9)
+
+    threading.Thread(target=finish_other).start()
+    out = tune(CountingLSH, {}, X, Y, TuneSpec(n_trials=3, bits=16, start_from_defaults=False),
+               tmp_path, "s")
+    assert [t["number"] for t in out["trials"]] == [0, 1, 2]
+    assert out["best_trial"] == 1 and out["best_val_map"] == 0.9
+    assert not CountingLSH.fits  # no trial was run: the budget was full

@@ -303,29 +303,38 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     t_start = time.perf_counter()
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     ran: list[Any] = []  # the trials this process ran, in order
+    # The budget is the study's first n_trials trials by number (an interrupted one replaced by
+    # the next), whatever the order they finish in: every worker waits for the same set and so
+    # chooses the same configuration. Workers starting a trial at once may add one beyond it;
+    # that one is stored and not used.
+    states = (*finished_states, TrialState.RUNNING, TrialState.WAITING)
+    warned = False
     while True:
-        done = _counted(study, finished_states)
-        running = _counted(study, (TrialState.RUNNING,))
-        todo = spec.n_trials - len(done) - len(running)
-        if todo <= 0:
+        trials = sorted(_counted(study, states), key=lambda t: t.number)[: spec.n_trials]
+        if len(trials) < spec.n_trials or any(t.state == TrialState.WAITING for t in trials):
+            # a new trial, or the queued one (the recipe) that optimize takes first
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                           callbacks=[lambda _study, trial: ran.append(trial)])
+            t = ran[-1]  # this worker's trial: the study's last one may be another worker's
+            log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
+                     f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
+            continue
+        waiting = [t for t in trials if t.state == TrialState.RUNNING]
+        if not waiting:
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
-                       callbacks=[lambda _study, trial: ran.append(trial)])
-        t = ran[-1]  # this worker's trial: the study's last one may be another worker's
-        log.info("tuning %s: trial %d %s val mAP %s %s", name, t.number, t.state.name,
-                 f"{t.value:.4f}" if t.value is not None else "-", dict(t.params))
-    if waiting := _counted(study, (TrialState.RUNNING,)):
-        log.warning("tuning %s: waiting for %s running in another process (%s). A trial "
-                    "whose process died on another host is not detected: if so, stop this run "
-                    "and delete the study's journal %s to start its trials over", name,
-                    ", ".join(f"trial {t.number}" for t in waiting),
-                    ", ".join(f"{t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}"
-                              for t in waiting), journal)
-    while _counted(study, (TrialState.RUNNING,)):
-        time.sleep(2.0)  # trials of another worker on the same study: wait for their end
-        if len(_counted(study, finished_states)) >= spec.n_trials:
-            break
-    trials = sorted(_counted(study, finished_states), key=lambda t: t.number)[: spec.n_trials]
+        if not warned:
+            log.warning("tuning %s: waiting for %s running in another process (%s). A trial "
+                        "whose process died on another host is not detected: if so, stop this "
+                        "run and delete the study's journal %s to start its trials over", name,
+                        ", ".join(f"trial {t.number}" for t in waiting),
+                        ", ".join(f"{t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}"
+                                  for t in waiting), journal)
+            warned = True
+        time.sleep(2.0)
+        # a worker of this host that died meanwhile: its trial leaves the budget, replaced
+        with _setup_lock(storage_dir / f"{name}.setup.lock", name):
+            if _mark_interrupted(study) and spec.start_from_defaults:
+                _enqueue_defaults(study, cls, base, spec, name)
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                    if t.user_attrs.get("interrupted")]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
