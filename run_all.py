@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true",
                       help="every table (the claims included) and every figure")
     what.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                      help="setting and data: smoke (digits, about 30 s on 2 cores), cpu (real offline "
-                      "data: CIFAR-10 + MIRFlickr-25K, trained to convergence: Table 3 alone took 5.1 h of "
+                      help="setting and data: smoke (digits, about a minute on 2 cores), cpu (real offline "
+                      "data: CIFAR-10 + MIRFlickr-25K, trained to convergence: Table 3 alone took 6.7 h of "
                       "one-thread job time here, so run it in the background; it resumes), paper "
                       "(the paper's "
                       "datasets and AlexNet, 200 epochs: a GPU job), test (tiny, for the tests). "
