@@ -141,16 +141,21 @@ def _val_map(method: Any, X_val: Any, Y_val: np.ndarray, X_rest: Any, Y_rest: np
     return value
 
 
+def _left_by_dead_process(trial: Any) -> bool:
+    """Whether a RUNNING trial was started by a process of this host that is gone."""
+    from benchmarks.runner.results import _process_alive
+
+    return (trial.user_attrs.get("host") == socket.gethostname()
+            and not _process_alive(int(trial.user_attrs.get("pid", -1))))
+
+
 def _mark_interrupted(study: Any) -> int:
     """Fail the trials left RUNNING by a process of this host that is gone (killed mid-trial)."""
     from optuna.trial import TrialState
 
-    from benchmarks.runner.results import _process_alive
-
-    host = socket.gethostname()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not _process_alive(int(t.user_attrs.get("pid", -1))):
+        if _left_by_dead_process(t):
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
                                                "interrupted: its process is gone")
             # not the method's failure: it does not use up the method's budget (_counted)
@@ -194,6 +199,20 @@ def _setup_lock(path: Path, name: str, wait_s: float = 600.0) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _recover(study: Any, cls: type, base: dict[str, Any], spec: TuneSpec, name: str,
+             storage_dir: Path, *, opening: bool) -> None:
+    """Under the study's setup lock: mark the trials of dead local processes interrupted and
+    queue the recipe tuning starts from when the study is opened (``opening``) or when the
+    interrupted trial may have been that recipe."""
+    with _setup_lock(storage_dir / f"{name}.setup.lock", name):
+        interrupted = _mark_interrupted(study)
+        if interrupted:
+            log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
+                        interrupted)
+        if spec.start_from_defaults and (opening or interrupted):
+            _enqueue_defaults(study, cls, base, spec, name)
 
 
 def _enqueue_defaults(study: Any, cls: type, base: dict[str, Any], spec: TuneSpec,
@@ -251,13 +270,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     except KeyError:
         study = optuna.create_study(study_name=name, direction="maximize", load_if_exists=True,
                                     storage=storage, **search)
-    with _setup_lock(storage_dir / f"{name}.setup.lock", name):
-        interrupted = _mark_interrupted(study)
-        if interrupted:
-            log.warning("tuning %s: %d trial(s) of a killed run marked failed; resuming", name,
-                        interrupted)
-        if spec.start_from_defaults:
-            _enqueue_defaults(study, cls, base, spec, name)
+    _recover(study, cls, base, spec, name, storage_dir, opening=True)
     val_pos, rest_pos = validation_split(len(Y_train), spec)
     X_val, X_rest = _subset(X_train, val_pos), _subset(X_train, rest_pos)
     Y_val, Y_rest = Y_train[val_pos], Y_train[rest_pos]
@@ -331,10 +344,9 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
                                   for t in waiting), journal)
             warned = True
         time.sleep(2.0)
-        # a worker of this host that died meanwhile: its trial leaves the budget, replaced
-        with _setup_lock(storage_dir / f"{name}.setup.lock", name):
-            if _mark_interrupted(study) and spec.start_from_defaults:
-                _enqueue_defaults(study, cls, base, spec, name)
+        if any(_left_by_dead_process(t) for t in waiting):
+            # a worker of this host died meanwhile: its trial leaves the budget, replaced
+            _recover(study, cls, base, spec, name, storage_dir, opening=False)
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                    if t.user_attrs.get("interrupted")]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
