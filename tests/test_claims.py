@@ -12,6 +12,7 @@ import pandas as pd
 import run_all
 from benchmarks import stats
 from benchmarks.render.claims import build_claims, format_markdown, render_claims
+from benchmarks.render.tables import build_table
 from benchmarks.runner.experiments import (
     CLAIMS,
     DIGITS,
@@ -190,3 +191,28 @@ def test_claims_runs_the_cells_of_its_tables_and_renders_from_the_command_line(t
     assert run_all.main([*base, "--table", "claims", "--recipe", "published",
                          "--render-only"]) == 0
     assert (tmp_path / "smoke" / "recipe-published" / "tables" / "claims.csv").is_file()
+
+
+def test_a_side_short_of_seeds_is_not_compared_and_its_table_group_is_not_tested(tmp_path):
+    """A mean over one seed against means over two is no comparison: the claim says which row
+    is short, and Table 3's significance test waits for it too."""
+    preset = replace(PRESET, seeds=(0, 1))
+    store = ResultStore(tmp_path, "test")
+    for bits in preset.bits:
+        for seed in preset.seeds:
+            for method, ap in (("dpah", DPAH_AP), ("itq", BASE), ("lsh", _shift(-0.1))):
+                if method != "dpah" or seed == 0:  # DPAH: seed 0 only
+                    _save(store, make_cell(preset, method, DIGITS, bits, seed), ap)
+    claims = {c.key: c for c in build_claims(CLAIMS, preset, store).claims}
+    first = claims["dpah-first"]
+    assert first.verdict == "not computed (short of seeds: DPAH (1/2))"
+    assert first.comparisons[0].missing_cells == [make_cell(preset, "dpah", DIGITS, 16, 1).cell_id]
+    table = build_table(TABLE3, preset, store)
+    tests = {t.status for t in table.tests.values()}
+    assert tests == {"incomplete"}
+    assert {tuple(t.short_rows) for t in table.tests.values()} == {("DPAH",)}
+    for bits in preset.bits:  # DPAH's second seed lands: both are computed
+        _save(store, make_cell(preset, "dpah", DIGITS, bits, 1), DPAH_AP)
+    claims = {c.key: c for c in build_claims(CLAIMS, preset, store).claims}
+    assert claims["dpah-first"].verdict == "holds (2/2 comparisons, 2 significant)"
+    assert {t.status for t in build_table(TABLE3, preset, store).tests.values()} == {"computed"}

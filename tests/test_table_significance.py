@@ -138,3 +138,35 @@ def test_old_codes_files_give_the_per_query_ap_through_the_engine(tmp_path):
     assert t.status == "computed" and t.best == "ITQ" and t.significant
     e = data.entries[(data.blocks[0][0], "16 bits", "ITQ")]
     assert t.comparison.maps["ITQ"] == pytest.approx(e.mean, abs=1e-12)
+
+
+def test_a_group_with_a_missing_row_or_a_short_seed_count_is_not_tested(tmp_path):
+    """While a method's cells are not all in, its group's lead is not tested (and unmarked): a
+    lead over the methods that finished first, or over a mean of fewer seeds, is no lead."""
+    preset = type(PRESET)(**{**PRESET.__dict__, "seeds": (0, 1)})
+    rng = np.random.default_rng(4)
+    store = ResultStore(tmp_path, "test")
+    a = rng.uniform(0.2, 0.8, N_Q)
+    coin = rng.permutation(np.tile([0.05, -0.05], N_Q // 2))
+    for seed in (0, 1):  # 16 bits: both methods at both seeds, a coin-flip lead (marked)
+        _save(store, "itq", 16, seed, a)
+        _save(store, "lsh", 16, seed, np.clip(a + coin + 0.001, 0, 1))
+    _save(store, "itq", 32, 0, a)  # 32 bits: LSH has one seed of two
+    _save(store, "itq", 32, 1, a)
+    _save(store, "lsh", 32, 0, np.clip(a + coin + 0.001, 0, 1))
+    data = build_table(TABLE3, preset, store)
+    block = data.blocks[0][0]
+    assert data.tests[(block, "16 bits")].status == "computed"
+    t = data.tests[(block, "32 bits")]
+    assert t.status == "incomplete" and t.short_rows == ["LSH"]
+    assert t.reason == "incomplete: LSH (1/2 seeds)"
+    md = format_markdown(data, store)
+    lsh = next(ln for ln in md.splitlines() if ln.startswith("| LSH"))
+    assert "†" in lsh.split("|")[2] and "†" not in lsh.split("|")[5]
+    assert ("significance not computed for 1 of 2 cells (1 incomplete, a method row missing or "
+            "short of seeds: LSH); their best value is unmarked") in md
+    row = next(r for r in _rows(data) if r["row"] == "LSH" and r["column"] == "32 bits")
+    assert row["lead_significant"] == "not computed: incomplete: LSH (1/2 seeds)"
+    # the second seed lands: the group is tested
+    _save(store, "lsh", 32, 1, np.clip(a + coin + 0.001, 0, 1))
+    assert build_table(TABLE3, preset, store).tests[(block, "32 bits")].status == "computed"

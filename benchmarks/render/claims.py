@@ -228,6 +228,9 @@ def _compare(comp: Comparison, a_group: list[Entry], b_group: list[Entry],
         if e.status in ("missing", "n/a"):
             comp.problems.append(("missing", e.row))
             comp.missing_cells += [c.cell_id for c in e.cells if store.load(c.cell_id) is None]
+        elif e.n + e.n_nc < e.n_expected:  # a mean over fewer seeds than the others'
+            comp.problems.append(("short of seeds", f"{e.row} ({e.n + e.n_nc}/{e.n_expected})"))
+            comp.missing_cells += [c.cell_id for c in e.cells if store.load(c.cell_id) is None]
     if comp.problems:
         return comp
     a_ok = [e for e in a_group if e.status == "ok"]

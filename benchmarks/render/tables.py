@@ -177,11 +177,14 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
 class GroupTest:
     """The significance test of one cell group (block, column): the methods' entries there."""
 
-    status: str  # "computed" | "no_codes" | "refused" (e.g. different query sets) | "single"
+    #: "computed" | "incomplete" (a method row missing or short of seeds) | "no_codes" |
+    #: "refused" (e.g. different query sets) | "single"
+    status: str
     best: str = ""  # row label of the best method
     runner_up: str = ""
     comparison: stats.CellComparison | None = None
     reason: str = ""
+    short_rows: list[str] = field(default_factory=list)  # "incomplete": the rows not all in
 
     @property
     def significant(self) -> bool | None:
@@ -424,20 +427,43 @@ def entry_runs(store: ResultStore, entry: Entry) -> list[stats.RunAP] | None:
     return None if any(r is None for r in loaded) else loaded
 
 
+def incomplete_entries(entries: Sequence[Entry]) -> list[tuple[str, str]]:
+    """The rows of ``entries`` whose runs are not all in: no stored result (``missing``) or fewer
+    seeds finished (converged or N/C) than the table asks for, as ``(row, "row (n/N seeds)")``.
+
+    A lead tested while such a row is absent would be a lead over the methods that happened to
+    finish first, and a mean over fewer seeds is not comparable with a mean over all of them.
+    """
+    out = []
+    for e in entries:
+        if e.status == "missing":
+            out.append((e.row, f"{e.row} (missing)"))
+        elif e.status in ("ok", "nc") and e.n + e.n_nc < e.n_expected:
+            out.append((e.row, f"{e.row} ({e.n + e.n_nc}/{e.n_expected} seeds)"))
+    return out
+
+
 def significance(data: TableData, store: ResultStore) -> dict[tuple[str, str], GroupTest]:
     """For every cell group (block, column) with two or more methods with results: the paired
     bootstrap of the best method's lead over the runner-up (:func:`benchmarks.stats.compare_cell`
     over queries, and over seeds when a method has several), from the stored per-query APs.
 
-    A group where a result lacks stored codes is ``"no_codes"``; one whose runs were evaluated
-    on different query sets (or that the test refuses otherwise) is ``"refused"`` with the
-    reason, never an exception.
+    A group where a method row is missing or short of seeds is ``"incomplete"`` (no test: see
+    :func:`incomplete_entries`); one where a result lacks stored codes is ``"no_codes"``; one
+    whose runs were evaluated on different query sets (or that the test refuses otherwise) is
+    ``"refused"`` with the reason, never an exception.
     """
     out: dict[tuple[str, str], GroupTest] = {}
     for block, labels in data.blocks:
         for column in labels:
             group = [data.entries[(block, column, r.label)] for r in data.rows]
+            short = incomplete_entries(group)
             group = [e for e in group if e.status == "ok"]
+            if short and len(group) >= 2:
+                out[(block, column)] = GroupTest(
+                    "incomplete", reason="incomplete: " + ", ".join(text for _, text in short),
+                    short_rows=[row for row, _ in short])
+                continue
             if len(group) < 2:
                 out[(block, column)] = GroupTest("single")
                 continue
@@ -482,6 +508,11 @@ def _not_computed(data: TableData) -> str:
     n_codes = sum(t.status == "no_codes" for t in data.tests.values())
     if n_codes:
         parts.append(f"{n_codes} without stored codes")
+    short = [t for t in data.tests.values() if t.status == "incomplete"]
+    if short:
+        rows = dict.fromkeys(row for t in short for row in t.short_rows)
+        parts.append(f"{len(short)} incomplete, a method row missing or short of seeds: "
+                     f"{', '.join(rows)}")
     for (block, column), t in data.tests.items():
         if t.status == "refused":
             parts.append(f"{block}, {column}: refused: {t.reason}")
