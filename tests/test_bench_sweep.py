@@ -64,3 +64,36 @@ def test_a_resumed_cell_counts_the_epochs_before_its_resume():
              "history": [{"epoch": e, "time_s": 2.0} for e in range(1, 101)]}
     assert bench_sweep._job_seconds(whole) == pytest.approx(210.75)  # setup included
     assert bench_sweep._job_seconds({"timing": {"fit_s": 3.0}}) == 3.0  # shallow: no history
+
+
+def test_jobs_record_their_cpu_seconds_and_the_report_compares_them_with_job_time(results):
+    """Job time grows when other jobs share the cores; every job now stores its process's CPU
+    seconds too (cells: timing.cpu_s; trials: cpu_seconds), and the report sets one against the
+    other."""
+    store = ResultStore(results, "test")
+    records = [json.loads(p.read_text()) for p in store.cells_dir.glob("*.json")]
+    assert records
+    for r in records:
+        timing = r["timing"]
+        assert 0.0 <= timing["fit_cpu_s"] <= timing["cpu_s"]
+    trials = [t for r in records if r.get("tuning") for t in r["tuning"]["trials"]]
+    assert trials and all(t["cpu_seconds"] >= 0.0 for t in trials)
+    cost = bench_sweep.sweep_cost(results, "test", "3", n_trials=2)
+    tuned = cost["totals"]["tuned_cpu"]
+    # 4 retrained cells (2 methods x 2 code lengths) + ITQ's study of 2 trials (LSH has no
+    # search space: no study)
+    assert (tuned["jobs"], tuned["jobs_with_cpu"]) == (6, 6)
+    assert tuned["cpu_s"] > 0 and tuned["wall_per_cpu"] == pytest.approx(
+        tuned["wall_s"] / tuned["cpu_s"])
+    assert "6 of 6 jobs recorded their CPU seconds" in bench_sweep.format_markdown(cost)
+
+
+def test_cpu_seconds_follow_the_resume_rule_and_old_records_have_none():
+    resumed = {"timing": {"fit_s": 31.0, "encode_s": 0.5, "eval_s": 0.25, "fit_cpu_s": 30.0,
+                          "cpu_s": 30.5},
+               "history": [{"epoch": e, "time_s": 2.0, "cpu_s": 1.0} for e in range(1, 101)]}
+    assert bench_sweep._job_cpu_seconds(resumed) == pytest.approx(100.0 + 0.5)
+    whole = {"timing": {"fit_s": 210.0, "fit_cpu_s": 105.0, "cpu_s": 106.0},
+             "history": [{"epoch": e, "cpu_s": 1.0} for e in range(1, 101)]}
+    assert bench_sweep._job_cpu_seconds(whole) == pytest.approx(106.0)
+    assert bench_sweep._job_cpu_seconds({"timing": {"fit_s": 3.0}}) is None

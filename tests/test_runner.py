@@ -182,7 +182,7 @@ def test_table3_end_to_end_with_stand_ins(tmp_path, fakes, capsys):
                 "torch_cpu_capability"):
         assert key in rec["environment"]
     assert rec["map_convention"]["no_hit"] == "drop"
-    assert set(rec["timing"]) == {"fit_s", "encode_s", "eval_s"}
+    assert set(rec["timing"]) == {"fit_s", "encode_s", "eval_s", "fit_cpu_s", "cpu_s"}
 
 
 def test_rerun_skips_and_force_recomputes(tmp_path, fakes, capsys):

@@ -89,8 +89,9 @@ def test_resume_after_interrupt_gives_identical_result(tmp_path, kind):
     resumed = DPAH(epochs=4, checkpoint_dir=tmp_path, resume=True, **opts).fit(x, y)
     np.testing.assert_array_equal(resumed.raw_outputs(x), full.raw_outputs(x))
     np.testing.assert_array_equal(resumed.encode(x), full.encode(x))
-    strip = [{k: v for k, v in h.items() if k != "time_s"} for h in resumed.history_]
-    assert strip == [{k: v for k, v in h.items() if k != "time_s"} for h in full.history_]
+    strip = [{k: v for k, v in h.items() if k not in ("time_s", "cpu_s")} for h in resumed.history_]
+    assert strip == [{k: v for k, v in h.items() if k not in ("time_s", "cpu_s")}
+                     for h in full.history_]
 
 
 def test_resume_extends_a_finished_run_and_rejects_other_settings(tmp_path):
@@ -306,7 +307,7 @@ def test_history_validation_split_and_convergence_report():
     x, y = toy_features(n=120)
     m = DPAH(epochs=4, val_fraction=0.25, **FEATS).fit(x, y)
     assert len(m.history_) == 4
-    assert {"val_loss", "val_inter", "loss", "inter", "time_s"} <= set(m.history_[0])
+    assert {"val_loss", "val_inter", "loss", "inter", "time_s", "cpu_s"} <= set(m.history_[0])
     codes = m.encode(x)
     report = m.convergence_report(codes)
     assert report["converged"] is True and report["reason"] == "loss decreased"

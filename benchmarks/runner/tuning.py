@@ -174,12 +174,22 @@ def _counted(study: Any, states: tuple[Any, ...]) -> list[Any]:
 
 
 def _history(trials: list[Any]) -> list[dict[str, Any]]:
-    return [{"number": t.number, "state": t.state.name, "params": dict(t.params),
-             "val_map": t.value if t.state.name == "COMPLETE" else
-             t.user_attrs.get("last_val_map"),
-             "epochs_run": t.user_attrs.get("epochs_run"), "seconds": t.user_attrs.get("seconds"),
-             "fail_reason": t.user_attrs.get("fail_reason"),
-             "start": t.user_attrs.get("start")} for t in trials]
+    """One entry per trial; ``cpu_seconds`` (the trial process's CPU time) only where the trial
+    recorded it (trials run before it was recorded have ``seconds`` only, and their studies'
+    summaries stay as they were)."""
+    out = []
+    for t in trials:
+        entry = {"number": t.number, "state": t.state.name, "params": dict(t.params),
+                 "val_map": t.value if t.state.name == "COMPLETE" else
+                 t.user_attrs.get("last_val_map"),
+                 "epochs_run": t.user_attrs.get("epochs_run"),
+                 "seconds": t.user_attrs.get("seconds"),
+                 "fail_reason": t.user_attrs.get("fail_reason"),
+                 "start": t.user_attrs.get("start")}
+        if t.user_attrs.get("cpu_seconds") is not None:
+            entry["cpu_seconds"] = t.user_attrs["cpu_seconds"]
+        out.append(entry)
+    return out
 
 
 @contextlib.contextmanager
@@ -282,7 +292,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         params = suggest_params(cls, trial, spec.bits)
         kwargs = {**base, **params}
         ckpt = trial_root / f"trial-{trial.number}"
@@ -297,6 +307,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
                 trial.set_user_attr("epochs_run", stage if deep else None)
                 trial.set_user_attr("last_val_map", value)
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
+                trial.set_user_attr("cpu_seconds", time.process_time() - cpu0)
                 if deep and stage < stages[-1]:
                     trial.report(value, step)
                     # the recipe tuning starts from always runs to the end: with several workers
@@ -308,6 +319,7 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         except Exception as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             trial.set_user_attr("seconds", time.perf_counter() - t0)
+            trial.set_user_attr("cpu_seconds", time.process_time() - cpu0)
             raise
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -16,10 +16,13 @@ benchmark reads them for one table under one preset and prints, per dataset and 
 * the ratio tuned / untuned, and what is still missing (cells not stored are not estimated: they
   are listed, so a partial sweep never reads as a finished one).
 
-The seconds are those of each job's own process (the runner runs one job at a time per worker;
-the cpu sweeps of this project ran with one torch thread per worker, two workers on two cores).
-The wall-clock span of the stored tuned cells (first trial start to last record) is printed too,
-when the Optuna journals are present.
+The seconds are the wall seconds of each job (the runner runs one job at a time per worker, one
+torch thread per worker in the cpu sweeps). With more workers than cores they are stretched by
+the jobs sharing the cores, so jobs also store their process's CPU seconds (cells:
+``timing.cpu_s``, per epoch ``history[].cpu_s``; trials: ``cpu_seconds``): where they did, the
+report prints both sums and their ratio, job time / CPU. Records stored before this have wall
+seconds only; they are counted, never converted. The wall-clock span of the stored tuned cells
+(first trial start to last record) is printed too, when the Optuna journals are present.
 
     python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10
     python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10 --json cost.json
@@ -50,6 +53,19 @@ def _job_seconds(record: dict[str, Any]) -> float:
     epochs_s = sum(float(e.get("time_s") or 0.0) for e in history if isinstance(e, dict))
     fit_s = max(float(timing.get("fit_s") or 0.0), epochs_s)
     return fit_s + float(sum(timing.get(k) or 0.0 for k in _TIMING_KEYS if k != "fit_s"))
+
+
+def _job_cpu_seconds(record: dict[str, Any]) -> float | None:
+    """CPU seconds of the cell's job (``timing.cpu_s``, the same resume rule as
+    :func:`_job_seconds` with the epochs' ``cpu_s``); None for records stored before jobs
+    recorded their CPU time."""
+    timing = record.get("timing") or {}
+    if timing.get("cpu_s") is None:
+        return None
+    history = record.get("history") or []
+    epochs_cpu = sum(float(e.get("cpu_s") or 0.0) for e in history if isinstance(e, dict))
+    fit_cpu = float(timing.get("fit_cpu_s") or 0.0)
+    return max(fit_cpu, epochs_cpu) + float(timing["cpu_s"]) - fit_cpu
 
 
 def _tuned_preset(preset: Any, n_trials: int) -> Any:
@@ -121,13 +137,25 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
     acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "untuned_s": 0.0, "untuned_cells": 0, "untuned_total": 0, "tuning_s": 0.0,
         "retrain_s": 0.0, "tuned_cells": 0, "tuned_total": 0, "studies": set()})
+    # jobs (cells and trials) that recorded their CPU seconds: [wall s, CPU s, jobs], and all jobs
+    cpu = {"untuned": [0.0, 0.0, 0, 0], "tuned": [0.0, 0.0, 0, 0]}
+
+    def count_cpu(kind: str, wall_s: float, cpu_s: float | None) -> None:
+        cpu[kind][3] += 1
+        if cpu_s is not None:
+            cpu[kind][0] += wall_s
+            cpu[kind][1] += cpu_s
+            cpu[kind][2] += 1
+
     missing: dict[str, list[str]] = {"untuned": [], "tuned": []}
     first: datetime | None = None
     last: datetime | None = None
     for row, record in _stored(untuned, store, acc, "untuned", missing):
         row["untuned_s"] += _job_seconds(record)
+        count_cpu("untuned", _job_seconds(record), _job_cpu_seconds(record))
     for row, record in _stored(tuned, store, acc, "tuned", missing):
         row["retrain_s"] += _job_seconds(record)
+        count_cpu("tuned", _job_seconds(record), _job_cpu_seconds(record))
         end = _parse_utc(record.get("utc_time"))
         if end is not None:
             last = end if last is None else max(last, end)
@@ -136,6 +164,8 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
         if study and study not in row["studies"]:
             row["studies"].add(study)
             row["tuning_s"] += float(sum(t.get("seconds") or 0.0 for t in tuning.get("trials", [])))
+            for t in tuning.get("trials", []):
+                count_cpu("tuned", float(t.get("seconds") or 0.0), t.get("cpu_seconds"))
             start = _study_start(store.base / "tuning", study)
             if start is not None:
                 first = start if first is None else min(first, start)
@@ -159,6 +189,10 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
         "complete": not missing["untuned"] and not missing["tuned"],
         "tuned_wall_span_s": (last - first).total_seconds() if first and last else None,
     }
+    for kind, (wall_s, cpu_s, n_cpu, n_jobs) in cpu.items():
+        totals[f"{kind}_cpu"] = {"jobs": n_jobs, "jobs_with_cpu": n_cpu, "wall_s": wall_s,
+                                 "cpu_s": cpu_s,
+                                 "wall_per_cpu": wall_s / cpu_s if cpu_s > 0 else None}
     totals["ratio"] = (totals["tuned_s"] / totals["untuned_s"]
                        if totals["complete"] and totals["untuned_s"] else None)
     return {"preset": preset.name, "table": table, "n_trials": n_trials,
@@ -193,6 +227,18 @@ def format_markdown(cost: dict[str, Any]) -> str:
     hours = t["tuned_s"] / 3600
     lines.append(f"tuned sweep: {hours:.2f} h of one-worker job time "
                  f"({hours / 2:.2f} h on 2 cores with two one-thread workers, if perfectly split)")
+    for kind in ("untuned", "tuned"):
+        c = t.get(f"{kind}_cpu")
+        if not c or not c["jobs"]:
+            continue
+        if not c["jobs_with_cpu"]:
+            lines.append(f"{kind}: no job recorded its CPU seconds (stored before they were)")
+            continue
+        lines.append(
+            f"{kind}: {c['jobs_with_cpu']} of {c['jobs']} jobs recorded their CPU seconds: "
+            f"{_fmt_s(c['cpu_s'])} s of CPU for {_fmt_s(c['wall_s'])} s of job time "
+            f"(job time / CPU = {c['wall_per_cpu']:.2f}: how much jobs sharing the cores "
+            "stretched these jobs' seconds)")
     if t["tuned_wall_span_s"] is not None:
         lines.append(f"wall-clock span of the stored tuned cells: {t['tuned_wall_span_s'] / 3600:.2f} h")
     if not t["complete"]:
