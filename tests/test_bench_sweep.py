@@ -97,3 +97,7 @@ def test_cpu_seconds_follow_the_resume_rule_and_old_records_have_none():
              "history": [{"epoch": e, "cpu_s": 1.0} for e in range(1, 101)]}
     assert bench_sweep._job_cpu_seconds(whole) == pytest.approx(106.0)
     assert bench_sweep._job_cpu_seconds({"timing": {"fit_s": 3.0}}) is None
+    # resumed from epochs trained before jobs recorded CPU time: unknown, not undercounted
+    partly = {"timing": {"fit_s": 31.0, "fit_cpu_s": 30.0, "cpu_s": 30.5},
+              "history": [{"epoch": 1, "time_s": 2.0}, {"epoch": 2, "time_s": 2.0, "cpu_s": 1.0}]}
+    assert bench_sweep._job_cpu_seconds(partly) is None

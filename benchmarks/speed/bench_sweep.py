@@ -58,12 +58,15 @@ def _job_seconds(record: dict[str, Any]) -> float:
 def _job_cpu_seconds(record: dict[str, Any]) -> float | None:
     """CPU seconds of the cell's job (``timing.cpu_s``, the same resume rule as
     :func:`_job_seconds` with the epochs' ``cpu_s``); None for records stored before jobs
-    recorded their CPU time."""
+    recorded their CPU time, and for a cell resumed from epochs trained before then (its CPU
+    time is partly unknown)."""
     timing = record.get("timing") or {}
     if timing.get("cpu_s") is None:
         return None
-    history = record.get("history") or []
-    epochs_cpu = sum(float(e.get("cpu_s") or 0.0) for e in history if isinstance(e, dict))
+    history = [e for e in record.get("history") or [] if isinstance(e, dict)]
+    if any(e.get("cpu_s") is None for e in history):
+        return None
+    epochs_cpu = sum(float(e["cpu_s"]) for e in history)
     fit_cpu = float(timing.get("fit_cpu_s") or 0.0)
     return max(fit_cpu, epochs_cpu) + float(timing["cpu_s"]) - fit_cpu
 
