@@ -101,3 +101,21 @@ def test_cpu_seconds_follow_the_resume_rule_and_old_records_have_none():
     partly = {"timing": {"fit_s": 31.0, "fit_cpu_s": 30.0, "cpu_s": 30.5},
               "history": [{"epoch": 1, "time_s": 2.0}, {"epoch": 2, "time_s": 2.0, "cpu_s": 1.0}]}
     assert bench_sweep._job_cpu_seconds(partly) is None
+
+
+def test_calibration_reruns_a_stored_tuned_cell_and_reproduces_its_map(results, tmp_path):
+    """--calibrate re-runs one tuned cell per dataset and method (study reused, so no trial
+    runs again), in a scratch folder, and compares its CPU seconds with the stored job time."""
+    journals = sorted((results / "test" / "tuning").glob("*.journal"))
+    assert journals
+    before = [p.read_bytes() for p in journals]
+    rows = bench_sweep.calibrate(results, "test", "3", n_trials=2, methods=("itq",),
+                                 work_dir=tmp_path)
+    assert [(r["method"], r["same_map"]) for r in rows] == [("itq", True)]
+    (row,) = rows
+    assert row["rerun_cpu_s"] > 0 and row["stretch"] == pytest.approx(
+        row["stored_job_s"] / row["rerun_cpu_s"])
+    assert [p.read_bytes() for p in journals] == before  # the stored study untouched
+    assert not any(tmp_path.iterdir())  # the scratch cell removed
+    text = bench_sweep.format_calibration(rows, bench_sweep.sweep_cost(results, "test", "3", 2))
+    assert "| itq |" in text and "ESTIMATE (not a measurement)" in text

@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_markdown", "main", "sweep_cost"]
+__all__ = ["calibrate", "format_calibration", "format_markdown", "main", "sweep_cost"]
 
 _TIMING_KEYS = ("fit_s", "encode_s", "eval_s")
 
@@ -203,6 +203,95 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
             "missing": missing}
 
 
+def calibrate(results_dir: str | Path, preset_name: str, table: str, n_trials: int,
+              methods: tuple[str, ...] | None = None, work_dir: str | Path | None = None
+              ) -> list[dict[str, Any]]:
+    """Re-run one stored tuned cell per dataset and method (the tuning code length, the first
+    seed; its finished study copied, so only the retraining runs) in a scratch results folder,
+    and set the CPU seconds it takes now against the job seconds its stored record took.
+
+    Records stored before jobs recorded CPU time have wall seconds only, stretched by whatever
+    shared the cores then; ``stored job s / CPU s`` of a re-run measures that stretch for each
+    sampled cell. Each row also says whether the re-run reproduced the stored mAP (it should:
+    same code path, seeded, on CPU).
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from benchmarks.runner.experiments import TABLES, cells_for, get_preset
+    from benchmarks.runner.results import ResultStore
+
+    preset = get_preset(preset_name)
+    store = ResultStore(results_dir, preset.name)
+    tuned = cells_for(TABLES[table], _tuned_preset(preset, n_trials), None)
+    seed = preset.seeds[0]
+    chosen: dict[tuple[str, str], Any] = {}
+    for cell in tuned:
+        if cell.bits == preset.tune_bits and cell.seed == seed and \
+                (methods is None or cell.method in methods):
+            chosen.setdefault((cell.dataset.key, cell.method), cell)
+    rows = []
+    root = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    repo = Path(__file__).resolve().parents[2]
+    for (dataset, method), cell in sorted(chosen.items()):
+        record = store.load(cell.cell_id)
+        if record is None or record.get("status") != "ok" or not record.get("tuning"):
+            continue
+        scratch = root / cell.cell_id
+        shutil.rmtree(scratch, ignore_errors=True)
+        tuning_dir = scratch / preset.name / "tuning"
+        tuning_dir.mkdir(parents=True)
+        study = record["tuning"]["study"]
+        for suffix in (".journal", ".json"):
+            src = store.base / "tuning" / f"{study}{suffix}"
+            if src.is_file():
+                shutil.copy2(src, tuning_dir / src.name)
+        cmd = [sys.executable, str(repo / "run_all.py"), "--table", table, "--preset",
+               preset.name, "--tune", str(n_trials), "--datasets", dataset, "--methods", method,
+               "--bits", str(cell.bits), "--seeds", str(cell.seed), "--results-dir",
+               str(scratch), "--no-progress", "-q"]
+        subprocess.run(cmd, check=True, cwd=repo, env=os.environ.copy(),
+                       stdout=subprocess.DEVNULL)
+        rerun = ResultStore(scratch, preset.name).load(cell.cell_id)
+        cpu_s = _job_cpu_seconds(rerun) if rerun else None
+        stored_s = _job_seconds(record)
+        same = (rerun is not None and rerun["metrics"]["map_at"] == record["metrics"]["map_at"])
+        rows.append({"dataset": dataset, "method": method, "cell_id": cell.cell_id,
+                     "stored_job_s": stored_s, "rerun_job_s": _job_seconds(rerun) if rerun else None,
+                     "rerun_cpu_s": cpu_s, "stretch": stored_s / cpu_s if cpu_s else None,
+                     "same_map": same})
+        shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+def format_calibration(rows: list[dict[str, Any]], cost: dict[str, Any] | None = None) -> str:
+    lines = [("| dataset | method | stored job s | re-run job s | re-run CPU s | stored / CPU "
+             "| same mAP |"), "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        stretch = "–" if r["stretch"] is None else f"{r['stretch']:.2f}"
+        lines.append(f"| {r['dataset']} | {r['method']} | {_fmt_s(r['stored_job_s'])} | "
+                     f"{_fmt_s(r['rerun_job_s'])} | {_fmt_s(r['rerun_cpu_s'])} | {stretch} | "
+                     f"{'yes' if r['same_map'] else 'NO'} |")
+    measured = [r for r in rows if r["rerun_cpu_s"]]
+    if measured:
+        stored = sum(r["stored_job_s"] for r in measured)
+        cpu_s = sum(r["rerun_cpu_s"] for r in measured)
+        stretches = sorted(r["stretch"] for r in measured)
+        lines += ["", (f"sampled cells: {_fmt_s(stored)} s of stored job time, "
+                  f"{_fmt_s(cpu_s)} s of CPU when re-run: stored / CPU = {stored / cpu_s:.2f} "
+                  f"(per cell {stretches[0]:.2f} to {stretches[-1]:.2f})")]
+        if cost is not None:
+            total = cost["totals"]["tuned_s"]
+            est = total / (stored / cpu_s)
+            lines.append(f"ESTIMATE (not a measurement): the stored tuned job time "
+                         f"{_fmt_s(total)} s at that ratio is {_fmt_s(est)} CPU s, "
+                         f"{est / 3600:.2f} h on one core, {est / 7200:.2f} h on 2 cores if "
+                         "perfectly split")
+    return "\n".join(lines)
+
+
 def _fmt_s(s: float | None) -> str:
     return "–" if s is None else f"{s:,.0f}"
 
@@ -262,12 +351,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--results-dir", default="results", help="results folder (default results)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also re-run one stored tuned cell per dataset and method (tuning "
+                        "code length, first seed; the study reused) in a scratch folder and "
+                        "compare its CPU seconds with the stored job seconds (how much sharing "
+                        "the cores stretched them); takes that long")
+    parser.add_argument("--methods", default=None,
+                        help="with --calibrate: only these methods (comma-separated)")
     args = parser.parse_args(argv)
     if args.tune < 1:
         parser.error(f"--tune needs a number of trials >= 1, got {args.tune}")
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     cost = sweep_cost(args.results_dir, args.preset, args.table, args.tune, seeds)
     print(format_markdown(cost))
+    if args.calibrate:
+        methods = tuple(args.methods.split(",")) if args.methods else None
+        cost["calibration"] = calibrate(args.results_dir, args.preset, args.table, args.tune,
+                                        methods)
+        print()
+        print(format_calibration(cost["calibration"], cost))
     if args.json:
         Path(args.json).write_text(json.dumps(cost, indent=1, default=str) + "\n")
     return 0
