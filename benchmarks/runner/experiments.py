@@ -394,7 +394,7 @@ PRESETS: dict[str, Preset] = {
         description=(
             "scikit-learn's digits (1,797 8x8 images, offline) in the column of ImageNet-100 "
             "(mAP@all); shallow methods on raw pixels, deep methods an MLP on raw pixels, "
-            "10 epochs, batch 64, lr 0.05. A half-minute check (2 cores) that everything runs."
+            "10 epochs, batch 64, lr 0.05. A check of about a minute (2 cores) that everything runs."
         ),
         paper_setting=False,
         columns=(Column("imagenet100", DIGITS, None),),
