@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
                      metavar="KEY=VALUE",
                      help="override a setting; part of every cell's key (so it never reuses a "
-                     "result computed without it) and printed under every table. KEY is a deep "
+                     "result computed without it) and printed under every table; the tables and "
+                     "figures go to <results>/<preset>/set-KEY=VALUE,.../, never over the "
+                     "preset's. KEY is a deep "
                      "training option, applied to every deep cell (epochs, lr, batch_size, "
                      "momentum, weight_decay, hash_lr_mult, backbone, mlp_hidden, input_scaling, "
                      "augment, val_fraction, amp, pretrained, from_scratch, weights_path), a "
@@ -369,6 +371,20 @@ def _nearest(name: str, valid: list[str]) -> str:
 def _unknown(what: str, name: str, valid: list[str]) -> UsageError:
     return UsageError(f"unknown {what} {name!r}{_nearest(name, valid)}; valid: "
                       + ", ".join(valid))
+
+
+def overrides_folder(overrides: list[tuple[str, Any]]) -> str:
+    """The output folder name of a run with ``--set``: ``set-KEY=VALUE,...`` (characters a
+    folder name should not hold become ``_``), or ``set-<hash>`` when that would be long."""
+    import hashlib
+    import re
+
+    text = ",".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+                    for key, value in overrides)
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+    if len(name) > 80:
+        name = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"set-{name}"
 
 
 def check_overrides(overrides: list[tuple[str, Any]], cells: list[Cell]) -> None:
@@ -569,11 +585,15 @@ def _main(argv: list[str] | None = None) -> int:
         log.info("%s", ud.summary())
     preset = replace(preset, overrides=tuple(args.overrides),
                      extra_methods=_extra_methods(args, exps, preset))
-    variant = []  # tables/figures of another recipe or of a tuned run go to a folder of their own
+    # tables/figures of another recipe, a tuned run or --set overrides go to a folder of their
+    # own, so they never overwrite the preset's
+    variant = []
     if args.recipe and args.recipe != preset.recipe:
         variant.append(f"recipe-{args.recipe}")
     if args.tune:
         variant.append(f"tuned-{args.tune}")
+    if args.overrides:
+        variant.append(overrides_folder(args.overrides))
     if variant:
         outputs = "/".join(p for p in (outputs, "-".join(variant)) if p)
     if args.recipe:

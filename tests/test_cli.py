@@ -85,8 +85,20 @@ def test_set_overrides_are_part_of_the_key_and_printed_under_the_table(tmp_path)
     store = ResultStore(tmp_path, "test")
     hypers = sorted(json.dumps(r["cell"]["hyper"]) for r in store.iter_records())
     assert hypers == ['{"n_iter": 4}', "{}"]  # a new cell: never the result without the override
-    table = (tmp_path / "test" / "tables" / "table3.md").read_text()
+    table = (tmp_path / "test" / "set-n_iter=3,itq.n_iter=4" / "tables" / "table3.md").read_text()
     assert "Overrides (--set): n_iter=3, itq.n_iter=4." in table
+    # the preset's own table is not overwritten by the run with overrides
+    assert "Overrides" not in (tmp_path / "test" / "tables" / "table3.md").read_text()
+
+
+def test_overrides_folder_names_are_safe_and_short():
+    from run_all import overrides_folder
+
+    assert overrides_folder([("epochs", 400)]) == "set-epochs=400"
+    assert overrides_folder([("backbone", "linear"), ("lr", 0.005)]) == \
+        "set-backbone=_linear_,lr=0.005"
+    long = overrides_folder([("weights_path", "/data/" + "w" * 100 + ".pth")])
+    assert long.startswith("set-") and len(long) == 16 and "/" not in long
 
 
 def test_set_reaches_deep_training_options(tmp_path):
