@@ -370,3 +370,41 @@ def test_the_budget_is_the_first_trials_by_number_whatever_order_they_finish_in(
     assert [t["number"] for t in out["trials"]] == [0, 1, 2]
     assert out["best_trial"] == 1 and out["best_val_map"] == 0.9
     assert not CountingLSH.fits  # no trial was run: the budget was full
+
+
+def _ask_values(tmp_path: Path, order: list[int], n_workers: int) -> list[dict]:
+    """Trials asked by ``n_workers`` processes' studies on one journal, in ``order`` (worker
+    index per trial), each worker with its own sampler object, as separate processes have."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from benchmarks.runner.tuning import trial_seeded_tpe
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+    workers = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                   direction="maximize", sampler=trial_seeded_tpe(0, 3))
+               for _ in range(n_workers)]
+    out = []
+    for w in order:
+        trial = workers[w].ask()
+        x, y = trial.suggest_float("lr", 1e-5, 1e-1, log=True), trial.suggest_float("m", 0, 1)
+        out.append({"number": trial.number, "lr": x, "m": y})
+        workers[w].tell(trial, -((np.log10(x) + 2) ** 2) - (y - 0.5) ** 2)
+    return out
+
+
+def test_a_worker_joining_a_study_draws_new_values_not_the_first_workers_again(tmp_path):
+    """With one random stream per process, the second worker's first draw repeated the first
+    worker's (two trials of the budget with the same values); seeded by trial number, every
+    trial draws its own, whichever worker runs it."""
+    order = [0, 0, 1, 0, 1, 1, 0, 1]  # a second worker joins after two trials
+    two = _ask_values(tmp_path / "two", order, 2)
+    values = [(t["lr"], t["m"]) for t in two]
+    assert len(set(values)) == len(values)
+    assert len({t["lr"] for t in two}) == len(two) and len({t["m"] for t in two}) == len(two)
+    # the same trials as one worker would draw: the draw depends on the trial, not the worker
+    one = _ask_values(tmp_path / "one", [0] * len(order), 1)
+    assert one == two
