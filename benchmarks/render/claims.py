@@ -226,11 +226,13 @@ def _compare(comp: Comparison, a_group: list[Entry], b_group: list[Entry],
             comp.problems.append(("not in the table", name))
     for e in a_group + b_group:
         if e.status in ("missing", "n/a"):
-            comp.problems.append(("missing", e.row))
-            comp.missing_cells += [c.cell_id for c in e.cells if store.load(c.cell_id) is None]
-        elif e.n + e.n_nc < e.n_expected:  # a mean over fewer seeds than the others'
-            comp.problems.append(("short of seeds", f"{e.row} ({e.n + e.n_nc}/{e.n_expected})"))
-            comp.missing_cells += [c.cell_id for c in e.cells if store.load(c.cell_id) is None]
+            problem = ("missing", e.row)
+        elif e.short_of_seeds:  # a mean over fewer seeds than the others'
+            problem = ("short of seeds", f"{e.row} ({e.n + e.n_nc}/{e.n_expected})")
+        else:
+            continue
+        comp.problems.append(problem)
+        comp.missing_cells += [c.cell_id for c in e.cells if store.load(c.cell_id) is None]
     if comp.problems:
         return comp
     a_ok = [e for e in a_group if e.status == "ok"]

@@ -107,6 +107,11 @@ class Entry:
     n_unconverged: int = 0  # seeds whose loss still moved > 1% over the last 10% of epochs
 
     @property
+    def short_of_seeds(self) -> bool:
+        """A result whose seeds are not all in: fewer finished (converged or N/C) than asked."""
+        return self.status in ("ok", "nc") and self.n + self.n_nc < self.n_expected
+
+    @property
     def diff(self) -> float | None:
         p = _paper_float(self.paper)
         if self.mean is None or p is None:
@@ -438,7 +443,7 @@ def incomplete_entries(entries: Sequence[Entry]) -> list[tuple[str, str]]:
     for e in entries:
         if e.status == "missing":
             out.append((e.row, f"{e.row} (missing)"))
-        elif e.status in ("ok", "nc") and e.n + e.n_nc < e.n_expected:
+        elif e.short_of_seeds:
             out.append((e.row, f"{e.row} ({e.n + e.n_nc}/{e.n_expected} seeds)"))
     return out
 

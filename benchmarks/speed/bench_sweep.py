@@ -140,25 +140,29 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
     acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "untuned_s": 0.0, "untuned_cells": 0, "untuned_total": 0, "tuning_s": 0.0,
         "retrain_s": 0.0, "tuned_cells": 0, "tuned_total": 0, "studies": set()})
-    # jobs (cells and trials) that recorded their CPU seconds: [wall s, CPU s, jobs], and all jobs
-    cpu = {"untuned": [0.0, 0.0, 0, 0], "tuned": [0.0, 0.0, 0, 0]}
+    # every job (cell or trial), and the wall and CPU seconds of those that recorded CPU seconds
+    cpu = {kind: {"jobs": 0, "jobs_with_cpu": 0, "wall_s": 0.0, "cpu_s": 0.0}
+           for kind in ("untuned", "tuned")}
 
     def count_cpu(kind: str, wall_s: float, cpu_s: float | None) -> None:
-        cpu[kind][3] += 1
+        c = cpu[kind]
+        c["jobs"] += 1
         if cpu_s is not None:
-            cpu[kind][0] += wall_s
-            cpu[kind][1] += cpu_s
-            cpu[kind][2] += 1
+            c["jobs_with_cpu"] += 1
+            c["wall_s"] += wall_s
+            c["cpu_s"] += cpu_s
 
     missing: dict[str, list[str]] = {"untuned": [], "tuned": []}
     first: datetime | None = None
     last: datetime | None = None
     for row, record in _stored(untuned, store, acc, "untuned", missing):
-        row["untuned_s"] += _job_seconds(record)
-        count_cpu("untuned", _job_seconds(record), _job_cpu_seconds(record))
+        job_s = _job_seconds(record)
+        row["untuned_s"] += job_s
+        count_cpu("untuned", job_s, _job_cpu_seconds(record))
     for row, record in _stored(tuned, store, acc, "tuned", missing):
-        row["retrain_s"] += _job_seconds(record)
-        count_cpu("tuned", _job_seconds(record), _job_cpu_seconds(record))
+        job_s = _job_seconds(record)
+        row["retrain_s"] += job_s
+        count_cpu("tuned", job_s, _job_cpu_seconds(record))
         end = _parse_utc(record.get("utc_time"))
         if end is not None:
             last = end if last is None else max(last, end)
@@ -192,10 +196,9 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
         "complete": not missing["untuned"] and not missing["tuned"],
         "tuned_wall_span_s": (last - first).total_seconds() if first and last else None,
     }
-    for kind, (wall_s, cpu_s, n_cpu, n_jobs) in cpu.items():
-        totals[f"{kind}_cpu"] = {"jobs": n_jobs, "jobs_with_cpu": n_cpu, "wall_s": wall_s,
-                                 "cpu_s": cpu_s,
-                                 "wall_per_cpu": wall_s / cpu_s if cpu_s > 0 else None}
+    for kind, c in cpu.items():
+        totals[f"{kind}_cpu"] = {**c, "wall_per_cpu": c["wall_s"] / c["cpu_s"]
+                                 if c["cpu_s"] > 0 else None}
     totals["ratio"] = (totals["tuned_s"] / totals["untuned_s"]
                        if totals["complete"] and totals["untuned_s"] else None)
     return {"preset": preset.name, "table": table, "n_trials": n_trials,
@@ -263,6 +266,8 @@ def calibrate(results_dir: str | Path, preset_name: str, table: str, n_trials: i
                      "rerun_cpu_s": cpu_s, "stretch": stored_s / cpu_s if cpu_s else None,
                      "same_map": same})
         shutil.rmtree(scratch, ignore_errors=True)
+    if work_dir is None:  # the scratch root this call made
+        shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
