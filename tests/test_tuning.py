@@ -408,3 +408,52 @@ def test_a_worker_joining_a_study_draws_new_values_not_the_first_workers_again(t
     # the same trials as one worker would draw: the draw depends on the trial, not the worker
     one = _ask_values(tmp_path / "one", [0] * len(order), 1)
     assert one == two
+
+
+def test_a_value_the_run_fixes_is_pinned_and_the_method_s_study_is_reused(tmp_path):
+    """``--set knob=...`` under ``--tune`` (as a figure's sweep value or Fig. 7's alpha = 0):
+    the value stays as set, the other values come from the method's own study, and no trial
+    runs again."""
+    plugin = tmp_path / "spy.py"
+    plugin.write_text(SPY)
+    results = tmp_path / "res"
+    common = ["--table", "3", "--preset", "test", "--plugin", str(plugin), "--methods",
+              "spy_lsh", "--bits", "16", "--tune", "3", "--results-dir", str(results),
+              "--no-progress", "-q"]
+    assert run_all.main(common) == 0
+    assert run_all.main([*common, "--set", "knob=0.123"]) == 0
+    records = {r["cell_id"]: r for r in ResultStore(results, "test").iter_records()}
+    assert len(records) == 2
+    plain, fixed = sorted(records.values(), key=lambda r: "pinned" in r["cell"])
+    assert fixed["cell"]["pinned"] == ["knob"] and "pinned" not in plain["cell"]
+    assert dict(fixed["method"]["params"])["knob"] == 0.123
+    assert fixed["tuning"]["pinned"] == {"knob": 0.123} and "knob" not in fixed["tuned_values"]
+    assert fixed["tuning"]["study"] == plain["tuning"]["study"]
+    assert len(list((results / "test" / "tuning").glob("*.journal"))) == 1
+    assert len(fixed["tuning"]["trials"]) == 3  # the study's trials, none run for this cell
+    table = results / "test" / "tuned-3-set-knob=0.123" / "tables" / "table3.md"
+    assert "knob=0.123 (pinned, not tuned)" in table.read_text()
+
+
+def test_under_tune_every_sweep_point_pins_its_value_the_default_too():
+    """Tuned, Fig. 7's points vary alpha alone: each cell fixes its alpha (0.2 included, which
+    untuned is the tables' plain DPAH cell) and shares DPAH's study; untuned ids are unchanged."""
+    from dataclasses import replace
+
+    from benchmarks.runner.experiments import FIG_ALPHA, TABLE3, cells_for, get_preset
+
+    preset = get_preset("cpu")
+    tuned = replace(preset, tune=(("n_trials", 10),))
+    cells = cells_for(FIG_ALPHA, tuned, seeds=(0,))
+    assert sorted({dict(c.hyper)["alpha"] for c in cells}) == sorted(FIG_ALPHA.sweep)
+    assert all(c.pinned == ("alpha",) and "alpha" not in dict(c.study_hyper) for c in cells)
+    plain_dpah = {c.dataset.key: c for c in cells_for(TABLE3, tuned, seeds=(0,))
+                  if c.method == "dpah" and c.bits == 16}
+    # the tuned alpha is no sweep point, and each point tunes (or reuses) the plain cell's study
+    assert not {c.cell_id for c in plain_dpah.values()} & {c.cell_id for c in cells}
+    for c in cells:
+        plain = plain_dpah[c.dataset.key]
+        assert (c.study_hyper, c.study_train) == (plain.hyper, plain.train)
+    untuned = cells_for(FIG_ALPHA, preset, seeds=(0,))
+    assert all(not c.pinned for c in untuned)
+    assert any("alpha" not in dict(c.hyper) for c in untuned)  # the default point: plain DPAH

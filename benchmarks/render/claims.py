@@ -329,13 +329,20 @@ def _groups_text(data: TableData, side: Side) -> str:
 # ------------------------------------------------------------------------------ Fig. 7
 def _margin_table(preset: Preset, store: ResultStore, seeds: Sequence[int]) -> TableData:
     """Fig. 7's two lines as a table: DPAH at its default alpha (the sweep point that is the
-    method's default) and the no-margin baseline, per column at the figure's code length."""
+    method's default) and the no-margin baseline, per column at the figure's code length.
+    Under ``--tune`` both fix alpha and take the other values from DPAH's study (the figure's
+    cells: see :func:`sweep_hyper`)."""
     exp = FIG_ALPHA
     row = exp.rows[0]
     default = next((v for v in exp.sweep if not sweep_hyper(exp, v)), None)
+    tuned = bool(preset.tune)
     label = (f"{row.label} ({exp.sweep_param} = {default}, default)" if default is not None
              else f"{row.label} (default {exp.sweep_param})")
-    rows = [Row(label, row.method, row.hyper), exp.baseline]
+    if tuned and default is not None:
+        label = f"{row.label} ({exp.sweep_param} = {default}, the paper's; the rest tuned)"
+    hyper = {**dict(row.hyper), **(sweep_hyper(exp, default, tuned) if default is not None
+                                   else {})}
+    rows = [Row(label, row.method, tuple(sorted(hyper.items()))), exp.baseline]
     bits = exp.bits[0]
     blocks: list[tuple[str, list[str]]] = []
     entries: dict[tuple[str, str, str], Entry] = {}

@@ -471,7 +471,7 @@ def _fig_sweep(ctx: _Ctx):
         for row in exp.rows:
             stats = []
             for v in exp.sweep:
-                hyper = {**dict(row.hyper), **sweep_hyper(exp, v)}
+                hyper = {**dict(row.hyper), **sweep_hyper(exp, v, bool(preset.tune))}
                 cells = [make_cell(preset, row.method, panel.dataset, bits, s, hyper)
                          for s in ctx.seeds]
                 stats.append(_over_seeds((ctx.inputs.record(c) for c in cells), key))

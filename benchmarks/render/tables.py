@@ -563,9 +563,10 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
                 recipe if kind == "deep" or recipe == "tuned" else "defaults")
             if r.get("tuning") and r["tuning"].get("study"):
                 t = r["tuning"]
+                pinned = t.get("pinned") or {}
                 tuned.setdefault(f"{e.row} [{e.block.split(' — ')[-1]}]", {
-                    "values": t.get("best_raw"), "bits": t.get("bits"), "n": t.get("n_trials"),
-                    "val": t.get("best_val_map")})
+                    "values": {**(t.get("best_raw") or {}), **pinned}, "pinned": set(pinned),
+                    "bits": t.get("bits"), "n": t.get("n_trials"), "val": t.get("best_val_map")})
             if r.get("recipe_gaps"):
                 gaps.setdefault(e.row, r["recipe_gaps"])
     lines = []
@@ -581,11 +582,9 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
         any_t = next(iter(tuned.values()))
         lines.append(f"Tuned on validation queries drawn from the training split (never the "
                      f"query set or database), {any_t['n']} trials per method and column, at "
-                     f"{any_t['bits']} bits, reused at the other lengths: " + "; ".join(
-                         f"{k}: " + ", ".join(f"{p}={v:.4g}" if isinstance(v, float) else
-                                              f"{p}={v}" for p, v in (t["values"] or {}).items())
-                         + (f" (val mAP {t['val']:.4f})" if t["val"] is not None else "")
-                         for k, t in sorted(tuned.items())) + ".")
+                     f"{any_t['bits']} bits, reused at the other lengths: "
+                     + "; ".join(f"{k}: {_tuned_text(t)}" for k, t in sorted(tuned.items()))
+                     + ".")
     for row, g in sorted(gaps.items()):
         lines.append(f"{row}: published recipe not fully followed: "
                      + "; ".join(f"{k}: {v}" for k, v in g.items()) + ".")
@@ -594,6 +593,16 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
                      "over the last 10% of the epochs and early stopping did not end the run "
                      f"({unconverged} cell(s)).")
     return lines
+
+
+def _tuned_text(t: dict[str, Any]) -> str:
+    """``lr=0.01, alpha=0 (pinned, not tuned) (val mAP 0.79)``: one row's values under --tune."""
+    def value(p: str, v: Any) -> str:
+        text = f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}"
+        return text + (" (pinned, not tuned)" if p in t["pinned"] else "")
+
+    text = ", ".join(value(p, v) for p, v in (t["values"] or {}).items())
+    return text + (f" (val mAP {t['val']:.4f})" if t["val"] is not None else "")
 
 
 def run_lines(data: TableData, store: ResultStore) -> list[str]:

@@ -491,6 +491,13 @@ class Cell:
     tune: tuple[tuple[str, Any], ...] = ()  # the tuning budget (TuneSpec fields) when tuned
     #: published-recipe fields the trainer could not follow, and what was used instead
     recipe_gaps: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    #: under ``--tune``: searched parameters this cell fixes (a figure's sweep value, a row's
+    #: setting such as Fig. 7's alpha = 0, a ``--set``). Tuning leaves them as they are; the
+    #: other values come from the study of the same method without them (``study_hyper`` and
+    #: ``study_train``: that cell's hyper and train, so both cells share one study)
+    pinned: tuple[str, ...] = ()
+    study_hyper: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    study_train: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def backbone(self) -> str:
@@ -514,6 +521,7 @@ class Cell:
             # only when not the default, so that the ids of earlier results stay valid
             **({"recipe": self.recipe} if self.recipe != "shared" else {}),
             **({"tune": dict(self.tune)} if self.tune else {}),
+            **({"pinned": list(self.pinned)} if self.pinned else {}),
             # a method whose code changed its results (HashMethod.results_version): new cells
             **({"results_version": version} if (version := results_version(self.method)) != 1 else {}),
         }
@@ -609,12 +617,28 @@ def make_cell(
     needs: tuple[str, ...] = (),
 ) -> Cell:
     kind = _kind_of(method)
+    explicit = dict(hyper or {})
     train_options = {**preset.train_options(backbone), **dict(dataset.deep_train)}
-    hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **(hyper or {})}
+    hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **explicit}
     gaps: tuple[tuple[str, str], ...] = ()
     if kind == "deep" and preset.recipe == "published":
         gaps = _apply_published_recipe(method, dataset, train_options, hyper)
+    # under --tune, what the row or the user fixes stays fixed (see Cell.pinned); the study is
+    # the one of the cell without those settings
+    unpinned_train, unpinned_hyper = dict(train_options), {k: v for k, v in hyper.items()
+                                                           if k not in explicit}
+    unpinned_hyper.update({k: v for k, v in {**preset.method_hyper.get(method, {}),
+                                             **dataset.hyper_for(method)}.items()
+                           if k in explicit})
     _apply_overrides(preset, method, kind, train_options, hyper)
+    pinned: tuple[str, ...] = ()
+    if preset.tune:
+        fixed = set(explicit) | _override_params(preset, method)
+        pinned = tuple(sorted(fixed & set(search_space_names(method))))
+    study_hyper = {k: v for k, v in hyper.items() if k not in pinned}
+    study_hyper.update({k: unpinned_hyper[k] for k in pinned if k in unpinned_hyper})
+    study_train = {k: v for k, v in train_options.items() if k not in pinned}
+    study_train.update({k: unpinned_train[k] for k in pinned if k in unpinned_train})
     train = tuple(sorted(train_options.items())) if kind == "deep" else ()
     recipe = "tuned" if preset.tune else (preset.recipe if kind == "deep" else "shared")
     return Cell(
@@ -630,7 +654,31 @@ def make_cell(
         tune=tuple(sorted({**dict(preset.tune), "bits": preset.tune_bits}.items()))
         if preset.tune else (),
         recipe_gaps=gaps,
+        pinned=pinned,
+        study_hyper=tuple(sorted(study_hyper.items())) if pinned else (),
+        study_train=(tuple(sorted(study_train.items())) if kind == "deep" else ()) if pinned
+        else (),
     )
+
+
+def _override_params(preset: Preset, method: str) -> set[str]:
+    """The parameter names the preset's ``--set`` overrides give ``method``."""
+    out = set()
+    for key, _value in preset.overrides:
+        target, _, param = key.rpartition(".")
+        if not target or target == method:
+            out.add(param)
+    return out
+
+
+def search_space_names(method: str) -> tuple[str, ...]:
+    """The parameters ``--tune`` searches for a registered method (empty if not importable)."""
+    try:
+        from methods import get_method
+
+        return tuple(get_method(method).search_space)
+    except Exception:  # noqa: BLE001 — not registered or not importable: nothing to pin
+        return ()
 
 
 def _apply_published_recipe(method: str, dataset: DatasetSpec, train: dict[str, Any],
@@ -907,10 +955,16 @@ def get_experiment(name: str) -> Experiment:
     )
 
 
-def sweep_hyper(exp: Experiment, value: Any) -> dict[str, Any]:
-    """Hyper-parameters of one sweep point; the paper default is the method's own default."""
+def sweep_hyper(exp: Experiment, value: Any, tuned: bool = False) -> dict[str, Any]:
+    """Hyper-parameters of one sweep point; the paper default is the method's own default.
+
+    Untuned, the default point is the method's plain cell (shared with the tables). Under
+    ``--tune`` every point names its value, the default too: the value is then pinned
+    (``Cell.pinned``) while the other parameters take the study's, so the curve varies the
+    swept parameter alone instead of showing the tuned value at every point.
+    """
     default = {"t": DPAH_DEFAULT_T, "alpha": DPAH_DEFAULT_ALPHA}.get(exp.sweep_param)
-    return {} if value == default else {exp.sweep_param: value}
+    return {} if value == default and not tuned else {exp.sweep_param: value}
 
 
 def table_rows(exp: Experiment, preset: Preset) -> tuple[Row, ...]:
@@ -979,8 +1033,8 @@ def cells_for(exp: Experiment, preset: Preset, seeds: tuple[int, ...] | None = N
         for col in preset.columns:
             for row in rows:
                 for value in exp.sweep:
-                    add(row, col.dataset, exp.bits[0], hyper={**dict(row.hyper),
-                                                              **sweep_hyper(exp, value)})
+                    add(row, col.dataset, exp.bits[0], hyper={
+                        **dict(row.hyper), **sweep_hyper(exp, value, bool(preset.tune))})
             if exp.baseline is not None:
                 add(exp.baseline, col.dataset, exp.bits[0])
     elif exp.layout == "tsne":
