@@ -457,3 +457,23 @@ def test_under_tune_every_sweep_point_pins_its_value_the_default_too():
     untuned = cells_for(FIG_ALPHA, preset, seeds=(0,))
     assert all(not c.pinned for c in untuned)
     assert any("alpha" not in dict(c.hyper) for c in untuned)  # the default point: plain DPAH
+
+
+def test_a_swept_parameter_tuning_does_not_search_is_pinned_too():
+    """Fig. 6 sweeps t, which DPAH's search space leaves out: its points still share DPAH's
+    study (one study, not one per t); a --set of a training option likewise."""
+    from dataclasses import replace
+
+    from benchmarks.runner.experiments import FIG_T, TABLE3, cells_for, get_preset, make_cell
+
+    preset = replace(get_preset("cpu"), tune=(("n_trials", 10),))
+    plain = {c.dataset.key: c for c in cells_for(TABLE3, preset, seeds=(0,))
+             if c.method == "dpah" and c.bits == 16}
+    sweep = [c for c in cells_for(FIG_T, preset, seeds=(0,)) if c.method == "dpah"]
+    assert sweep and all(c.pinned == ("t",) for c in sweep)
+    assert {(c.study_hyper, c.study_train) for c in sweep} == {
+        (plain[c.dataset.key].hyper, plain[c.dataset.key].train) for c in sweep}
+    longer = replace(preset, overrides=(("epochs", 400),))
+    cell = make_cell(longer, "dpah", plain["cifar10_mobilenet"].dataset, 16, 0)
+    assert cell.pinned == ("epochs",) and dict(cell.train)["epochs"] == 400
+    assert dict(cell.study_train) == dict(plain["cifar10_mobilenet"].train)

@@ -491,7 +491,7 @@ class Cell:
     tune: tuple[tuple[str, Any], ...] = ()  # the tuning budget (TuneSpec fields) when tuned
     #: published-recipe fields the trainer could not follow, and what was used instead
     recipe_gaps: tuple[tuple[str, str], ...] = field(default=(), compare=False)
-    #: under ``--tune``: searched parameters this cell fixes (a figure's sweep value, a row's
+    #: under ``--tune``: the parameters this cell sets itself (a figure's sweep value, a row's
     #: setting such as Fig. 7's alpha = 0, a ``--set``). Tuning leaves them as they are; the
     #: other values come from the study of the same method without them (``study_hyper`` and
     #: ``study_train``: that cell's hyper and train, so both cells share one study)
@@ -633,8 +633,8 @@ def make_cell(
     _apply_overrides(preset, method, kind, train_options, hyper)
     pinned: tuple[str, ...] = ()
     if preset.tune:
-        fixed = set(explicit) | _override_params(preset, method)
-        pinned = tuple(sorted(fixed & set(search_space_names(method))))
+        given = set(hyper) | (set(train_options) if kind == "deep" else set())
+        pinned = tuple(sorted((set(explicit) | _override_params(preset, method)) & given))
     study_hyper = {k: v for k, v in hyper.items() if k not in pinned}
     study_hyper.update({k: unpinned_hyper[k] for k in pinned if k in unpinned_hyper})
     study_train = {k: v for k, v in train_options.items() if k not in pinned}
@@ -671,14 +671,6 @@ def _override_params(preset: Preset, method: str) -> set[str]:
     return out
 
 
-def search_space_names(method: str) -> tuple[str, ...]:
-    """The parameters ``--tune`` searches for a registered method (empty if not importable)."""
-    try:
-        from methods import get_method
-
-        return tuple(get_method(method).search_space)
-    except Exception:  # noqa: BLE001 — not registered or not importable: nothing to pin
-        return ()
 
 
 def _apply_published_recipe(method: str, dataset: DatasetSpec, train: dict[str, Any],
