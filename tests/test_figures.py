@@ -208,3 +208,18 @@ def test_figures_read_without_writing_results(tmp_path):
         assert missing_inputs(exp, PRESET, store, SEEDS) == []
         render_figure(exp, PRESET, store, SEEDS)
     assert sorted(p.name for p in store.cells_dir.iterdir()) == before
+
+
+def test_a_point_that_leaves_out_seeds_that_did_not_converge_says_so(tmp_path):
+    """A mean over the converged seeds only would read as a mean over all of them: the point
+    and the dotted baseline name how many seeds did not converge."""
+    store = ResultStore(tmp_path, PRESET.name)
+    exp = FIGURES["alpha-sensitivity"]
+    for cell in cells_for(exp, PRESET, SEEDS):
+        collapsed = cell.seed == 1 and dict(cell.hyper).get("alpha") in (0.0, 0.4)
+        store.save(_record(cell, 0.5 + 0.2 * cell.seed, converged=not collapsed))
+    fig, _ = build_figure(exp, PRESET, store, SEEDS)
+    (ax,) = fig.axes
+    notes = [t.get_text() for t in ax.texts]
+    assert f"1/{len(SEEDS)} N/C" in notes  # the alpha = 0.4 point
+    assert f"no margin: 1/{len(SEEDS)} seeds N/C, mean of the others" in notes

@@ -235,22 +235,29 @@ class _Stat:
     mean: float
     std: float | None
     converged: bool
+    #: seeds left out of a converged mean because they did not converge (the figure says so)
+    n_nc: int = 0
+    n_seeds: int = 0  # seeds with a stored record
 
 
 def _over_seeds(records: Iterable[dict | None], key: str) -> _Stat | None:
     """Mean and sample std of the stored mAP ``key`` over seeds.
 
-    Converged seeds only when there are any; otherwise the stored mAP of the non-converged runs
-    (drawn as N/C crosses); None when no seed has a value.
+    Converged seeds only when there are any (``n_nc`` counts the seeds left out, so the point
+    can say so); otherwise the stored mAP of the non-converged runs (drawn as N/C crosses);
+    None when no seed has a value.
     """
-    have = [r for r in records if r and r.get("metrics")]
+    present = [r for r in records if r]
+    have = [r for r in present if r.get("metrics")]
+    n_nc = sum(not r.get("converged") for r in present)
     for converged in (True, False):
         vals = [r["metrics"].get("map_at", {}).get(key) for r in have
                 if bool(r.get("converged")) == converged]
         vals = [float(v) for v in vals if v is not None and math.isfinite(v)]
         if vals:
             std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-            return _Stat(float(np.mean(vals)), std, converged)
+            return _Stat(float(np.mean(vals)), std, converged, n_nc if converged else 0,
+                         len(present))
     return None
 
 
@@ -407,6 +414,11 @@ def _plot_stats(ax, xs: Sequence[float], stats: Sequence[_Stat | None], style: d
         ax.errorbar(x, y, yerr=err if any(err) else None, label=label, **style)
         drawn += [m + e for m, e in zip(y, err, strict=True)]
         drawn += [m - e for m, e in zip(y, err, strict=True)]
+        for px, stat in ok:  # a mean that leaves out seeds that did not converge says so
+            if stat.n_nc:
+                ax.annotate(f"{stat.n_nc}/{stat.n_seeds} N/C", (px, stat.mean),
+                            textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color=style["color"])
     if nc:
         ax.plot([p[0] for p in nc], [p[1].mean for p in nc], **NC_STYLE, color=style["color"],
                 label=f"{label}: N/C (did not converge)")
@@ -483,6 +495,10 @@ def _fig_sweep(ctx: _Ctx):
                 colour = WITHOUT_KT["color"] if base.converged else "0.45"
                 ax.axhline(base.mean, ls=":", color=colour, lw=1.8,
                            label=exp.baseline.label + ("" if base.converged else " (N/C)"))
+                if base.converged and base.n_nc:  # in the panel: the legend is shared
+                    ax.text(0.02, 0.95, f"{exp.baseline.label}: {base.n_nc}/{base.n_seeds} "
+                            "seeds N/C, mean of the others", transform=ax.transAxes,
+                            fontsize=7, color=colour, va="top")
                 drawn.append(base.mean)
                 if base.std:
                     ax.axhspan(base.mean - base.std, base.mean + base.std, color=colour,
