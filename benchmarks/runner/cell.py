@@ -532,8 +532,8 @@ def _compute(cell: Cell, opts: RunOptions, store: ResultStore) -> tuple[dict, di
     Y_train, dropped_labels = drop_empty_label_columns(Y_train)
     tuning = None
     if cell.tune:
-        # a cell that pins searched values tunes (or reuses) the study of the same cell
-        # without them, then keeps its own values (Cell.pinned)
+        # a cell that pins settings tunes (or reuses) the study of the same cell without
+        # them, then keeps its own values (Cell.pinned)
         study_method = method if not cell.pinned else _construct(
             cls, replace(cell, hyper=cell.study_hyper, train=cell.study_train, pinned=()),
             opts, store)
@@ -688,7 +688,8 @@ def _tune(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore, method: An
     outcome = tune(cls, base, X_train, Y_train, spec, store.base / "tuning", name,
                    progress=opts.progress)
     values = resolve_for_bits(cls, outcome["best_raw"], cell.bits)
-    pinned = {k: _pinned_value(cell, k) for k in cell.pinned}
+    own = {**dict(cell.train), **dict(cell.hyper)}  # make_cell pins only keys set in these
+    pinned = {k: own[k] for k in cell.pinned}
     out = {**{k: outcome.get(k) for k in ("study", "n_trials", "bits", "best_trial",
                                           "best_val_map", "best_raw", "seconds", "note")},
            "values": {k: v for k, v in values.items() if k not in pinned},
@@ -696,14 +697,6 @@ def _tune(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore, method: An
     if pinned:  # only then, so that the records of unpinned cells keep their keys
         out["pinned"] = pinned
     return out
-
-
-def _pinned_value(cell: Cell, name: str) -> Any:
-    """The value a pinned parameter keeps: the cell's own setting of it (hyper or train)."""
-    own = {**dict(cell.train), **dict(cell.hyper)}
-    if name not in own:
-        raise ValueError(f"{cell.describe()}: pinned parameter {name!r} has no value in the cell")
-    return own[name]
 
 
 def _safe_params(method: Any) -> dict[str, Any]:

@@ -580,10 +580,12 @@ def train_option_names() -> frozenset[str]:
 
 
 def _apply_overrides(preset: Preset, method: str, kind: str, train: dict[str, Any],
-                     hyper: dict[str, Any]) -> None:
-    """Put the preset's ``--set`` overrides that concern ``method`` into its train/hyper dicts."""
+                     hyper: dict[str, Any]) -> set[str]:
+    """Put the preset's ``--set`` overrides that concern ``method`` into its train/hyper dicts;
+    return the names of the parameters set."""
+    applied: set[str] = set()
     if not preset.overrides:
-        return
+        return applied
     train_names = train_option_names() if kind == "deep" else set()
     params = method_params(method)
     for key, value in preset.overrides:
@@ -594,6 +596,10 @@ def _apply_overrides(preset: Preset, method: str, kind: str, train: dict[str, An
             train[param] = value
         elif param in params or target:
             hyper[param] = value
+        else:
+            continue
+        applied.add(param)
+    return applied
 
 
 def _kind_of(method: str) -> str:
@@ -618,27 +624,19 @@ def make_cell(
 ) -> Cell:
     kind = _kind_of(method)
     explicit = dict(hyper or {})
+    base_hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method)}
     train_options = {**preset.train_options(backbone), **dict(dataset.deep_train)}
-    hyper = {**preset.method_hyper.get(method, {}), **dataset.hyper_for(method), **explicit}
+    hyper = {**base_hyper, **explicit}
     gaps: tuple[tuple[str, str], ...] = ()
     if kind == "deep" and preset.recipe == "published":
         gaps = _apply_published_recipe(method, dataset, train_options, hyper)
-    # under --tune, what the row or the user fixes stays fixed (see Cell.pinned); the study is
+    # under --tune, what the row or the user sets stays fixed (see Cell.pinned); the study is
     # the one of the cell without those settings
-    unpinned_train, unpinned_hyper = dict(train_options), {k: v for k, v in hyper.items()
-                                                           if k not in explicit}
-    unpinned_hyper.update({k: v for k, v in {**preset.method_hyper.get(method, {}),
-                                             **dataset.hyper_for(method)}.items()
-                           if k in explicit})
-    _apply_overrides(preset, method, kind, train_options, hyper)
-    pinned: tuple[str, ...] = ()
-    if preset.tune:
-        given = set(hyper) | (set(train_options) if kind == "deep" else set())
-        pinned = tuple(sorted((set(explicit) | _override_params(preset, method)) & given))
-    study_hyper = {k: v for k, v in hyper.items() if k not in pinned}
-    study_hyper.update({k: unpinned_hyper[k] for k in pinned if k in unpinned_hyper})
-    study_train = {k: v for k, v in train_options.items() if k not in pinned}
-    study_train.update({k: unpinned_train[k] for k in pinned if k in unpinned_train})
+    unset_hyper = {**{k: v for k, v in hyper.items() if k not in explicit},
+                   **{k: v for k, v in base_hyper.items() if k in explicit}}
+    unset_train = dict(train_options)
+    overridden = _apply_overrides(preset, method, kind, train_options, hyper)
+    pinned = tuple(sorted(set(explicit) | overridden)) if preset.tune else ()
     train = tuple(sorted(train_options.items())) if kind == "deep" else ()
     recipe = "tuned" if preset.tune else (preset.recipe if kind == "deep" else "shared")
     return Cell(
@@ -655,22 +653,18 @@ def make_cell(
         if preset.tune else (),
         recipe_gaps=gaps,
         pinned=pinned,
-        study_hyper=tuple(sorted(study_hyper.items())) if pinned else (),
-        study_train=(tuple(sorted(study_train.items())) if kind == "deep" else ()) if pinned
-        else (),
+        study_hyper=_without(pinned, hyper, unset_hyper) if pinned else (),
+        study_train=_without(pinned, train_options, unset_train)
+        if pinned and kind == "deep" else (),
     )
 
 
-def _override_params(preset: Preset, method: str) -> set[str]:
-    """The parameter names the preset's ``--set`` overrides give ``method``."""
-    out = set()
-    for key, _value in preset.overrides:
-        target, _, param = key.rpartition(".")
-        if not target or target == method:
-            out.add(param)
-    return out
-
-
+def _without(pinned: tuple[str, ...], settings: dict[str, Any],
+             unset: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """``settings`` with each pinned key back at its value in ``unset`` (or absent there)."""
+    out = {k: v for k, v in settings.items() if k not in pinned}
+    out.update({k: unset[k] for k in pinned if k in unset})
+    return tuple(sorted(out.items()))
 
 
 def _apply_published_recipe(method: str, dataset: DatasetSpec, train: dict[str, Any],
