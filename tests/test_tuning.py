@@ -477,3 +477,63 @@ def test_a_swept_parameter_tuning_does_not_search_is_pinned_too():
     cell = make_cell(longer, "dpah", plain["cifar10_mobilenet"].dataset, 16, 0)
     assert cell.pinned == ("epochs",) and dict(cell.train)["epochs"] == 400
     assert dict(cell.study_train) == dict(plain["cifar10_mobilenet"].train)
+
+
+def test_a_study_whose_last_trials_run_elsewhere_is_busy_not_waited_for_on_request(tmp_path):
+    """``wait=False``: every trial of the budget is taken and one still runs in another live
+    process, so tune raises StudyBusy naming it, runs nothing and chooses nothing."""
+    import socket
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from benchmarks.runner.tuning import StudyBusy
+
+    X, Y = _data()
+    study = optuna.create_study(study_name="s", direction="maximize", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "s.journal"))))
+    dist = {"knob": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"knob": 0.1}, distributions=dist,
+                                              value=0.5))
+    other = study.ask(dist)  # trial 1: running in a live worker (the test's parent process)
+    other.set_user_attr("host", socket.gethostname())
+    other.set_user_attr("pid", os.getppid())
+    spec = TuneSpec(n_trials=2, bits=16, start_from_defaults=False)
+    with pytest.raises(StudyBusy, match=rf"trial 1 running in another process .*pid {os.getppid()}"):
+        tune(CountingLSH, {}, X, Y, spec, tmp_path, "s", wait=False)
+    assert not CountingLSH.fits and not (tmp_path / "s.json").exists()
+    study.tell(other, 0.9)  # the other worker finishes: the study is now simply reused
+    out = tune(CountingLSH, {}, X, Y, spec, tmp_path, "s", wait=False)
+    assert out["best_trial"] == 1 and not CountingLSH.fits
+
+
+def test_a_worker_computes_other_cells_while_a_study_s_last_trial_runs_elsewhere(
+        tmp_path, monkeypatch):
+    """Two workers share a study: the one that did not draw its last trial sets the cell aside
+    (``deferred``), computes the next cell, and comes back to the first at the end, waiting then
+    if it must. Before, it waited idle for the other worker's trial."""
+    from benchmarks.runner import tuning
+
+    real, waits = tuning.tune, []
+
+    def busy_once(*args, wait=True, **kwargs):
+        waits.append(wait)
+        if len(waits) == 1:
+            raise tuning.StudyBusy("tuning s: trial 2 running in another process (h pid 1)")
+        return real(*args, wait=wait, **kwargs)
+
+    monkeypatch.setattr(tuning, "tune", busy_once)
+    plugin = tmp_path / "spy.py"
+    plugin.write_text(SPY)
+    results = tmp_path / "res"
+    assert run_all.main(["--table", "3", "--preset", "test", "--plugin", str(plugin),
+                         "--methods", "spy_lsh", "--tune", "3", "--results-dir", str(results),
+                         "--no-progress", "-q"]) == 0
+    # the 16-bit cell set aside without waiting, the 32-bit one computed, then the 16-bit one
+    assert waits == [False, False, True]
+    records = list(ResultStore(results, "test").iter_records())
+    assert sorted(r["cell"]["bits"] for r in records) == [16, 32]
+    assert records[0]["tuning"]["study"] == records[1]["tuning"]["study"]
+    assert not list((results / "test").rglob("*.lock"))
+    assert not [p for p in (results / "test").rglob("*") if "fail" in p.name]

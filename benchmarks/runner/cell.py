@@ -31,6 +31,7 @@ from benchmarks.runner.results import (
     pack_codes,
     utc_now,
 )
+from benchmarks.runner.tuning import StudyBusy
 
 __all__ = [
     "MissingComponent",
@@ -105,6 +106,10 @@ class RunOptions:
     tsne_classes: int = 20
     #: ``--plugin`` files/modules, imported again in every cell's process (e.g. a Slurm job)
     plugins: tuple[str, ...] = ()
+    #: a tuned cell whose study has every trial of its budget taken, some still running in
+    #: another process, waits for them (True), or is set aside with the outcome ``"deferred"``
+    #: (False: the local launcher's first pass, so the worker computes other cells meanwhile)
+    wait_for_studies: bool = True
 
 
 @dataclass
@@ -112,7 +117,9 @@ class Outcome:
     """What happened to one cell."""
 
     cell_id: str
-    status: str  # "done" | "nc" | "skipped" | "failed" | "missing" | "busy" (another process)
+    #: "done" | "nc" | "skipped" | "failed" | "missing" | "busy" (another process holds the
+    #: cell) | "deferred" (its study's last trials run in another process: wait_for_studies)
+    status: str
     reason: str = ""
     wall_s: float = 0.0
 
@@ -492,6 +499,9 @@ def _run_claimed(cell: Cell, opts: RunOptions, store: ResultStore, t_start: floa
         shutil.rmtree(store.checkpoint_dir(cid), ignore_errors=True)
     try:
         record, codes = _compute(cell, opts, store)
+    except StudyBusy as exc:
+        log.info("deferred %s: %s; computing other cells meanwhile", cell.describe(), exc)
+        return Outcome(cid, "deferred", str(exc), time.perf_counter() - t_start)
     except MissingComponent as exc:
         log.warning("missing  %s: %s", cell.describe(), exc)
         return Outcome(cid, "missing", str(exc), time.perf_counter() - t_start)
@@ -686,7 +696,7 @@ def _tune(cls: Any, cell: Cell, opts: RunOptions, store: ResultStore, method: An
     identity = {k: v for k, v in base.items() if k not in RUN_ONLY_OPTIONS}
     name = study_name(cell.method, cell.dataset.key, split_hash, identity, spec)
     outcome = tune(cls, base, X_train, Y_train, spec, store.base / "tuning", name,
-                   progress=opts.progress)
+                   progress=opts.progress, wait=opts.wait_for_studies)
     values = resolve_for_bits(cls, outcome["best_raw"], cell.bits)
     own = {**dict(cell.train), **dict(cell.hyper)}  # make_cell pins only keys set in these
     pinned = {k: own[k] for k in cell.pinned}

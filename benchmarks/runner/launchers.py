@@ -69,19 +69,33 @@ def run_local(
     A cell another process is computing (its lock is held) is set aside and taken up at the end:
     this run waits for the other one's result, or computes the cell itself when that process
     died or failed, so two runs on one results directory share the work and both end complete.
+    A tuned cell whose study has all its trials taken, the last ones still running in another
+    process, is set aside too (``"deferred"``) and taken up after the other cells, then waiting
+    for the study if it must: the worker computes other cells instead of idling meanwhile.
     """
     from tqdm.auto import tqdm
 
     summary = Summary()
     t0 = time.perf_counter()
     busy: list[Cell] = []
+    deferred: list[Cell] = []
+    first_pass = RunOptions(**{**opts.__dict__, "wait_for_studies": False})
     bar = tqdm(cells, desc=f"cells ({opts.preset})", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(f"{cell.method} {cell.dataset.key} {cell.bits}b", refresh=False)
-        outcome = run_cell(cell, opts)
+        outcome = run_cell(cell, first_pass)
+        if outcome.status in ("busy", "deferred"):
+            (busy if outcome.status == "busy" else deferred).append(cell)
+            continue
+        _record(summary, cell, outcome, on_outcome)
+    waiting = RunOptions(**{**opts.__dict__, "wait_for_studies": True})
+    for cell in deferred:  # mostly computed meanwhile by the worker that ran the study's last trial
+        outcome = run_cell(cell, waiting)
         if outcome.status == "busy":
             busy.append(cell)
             continue
+        if outcome.status == "skipped":
+            outcome.reason = "computed by another process"
         _record(summary, cell, outcome, on_outcome)
     if busy:
         _wait_for_busy(busy, opts, summary, on_outcome)
@@ -103,7 +117,7 @@ def _wait_for_busy(busy: list[Cell], opts: RunOptions, summary: Summary,
     """Wait for the cells other processes hold; compute those they leave unfinished."""
     log.info("waiting for %d cell(s) that another process is computing", len(busy))
     # the other process decides what --force means for the cells it holds: do not redo them
-    patient = RunOptions(**{**opts.__dict__, "force": False})
+    patient = RunOptions(**{**opts.__dict__, "force": False, "wait_for_studies": True})
     pending = list(busy)
     while pending:
         still: list[Cell] = []

@@ -53,8 +53,8 @@ import numpy as np
 from benchmarks.runner.experiments import results_version
 from methods.search import default_point
 
-__all__ = ["TuneSpec", "TuningError", "resolve_for_bits", "study_name", "trial_seeded_tpe",
-           "tune", "validation_split"]
+__all__ = ["StudyBusy", "TuneSpec", "TuningError", "resolve_for_bits", "study_name",
+           "trial_seeded_tpe", "tune", "validation_split"]
 
 log = logging.getLogger("hashbench.runner")
 
@@ -64,6 +64,15 @@ N_STAGES = 4
 
 class TuningError(RuntimeError):
     """Tuning could not produce a configuration (every trial failed, a bad search space, ...)."""
+
+
+class StudyBusy(Exception):
+    """Every trial of the study's budget is taken and some still run in another live process.
+
+    Raised by :func:`tune` with ``wait=False`` instead of waiting for them: a worker with other
+    cells to compute sets this one aside and comes back to it (``run_local``), so that the last
+    trial of each study does not leave one core idle.
+    """
 
 
 @dataclass(frozen=True)
@@ -280,8 +289,12 @@ def _enqueue_defaults(study: Any, cls: type, base: dict[str, Any], spec: TuneSpe
 
 
 def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spec: TuneSpec,
-         storage_dir: str | Path, name: str, *, progress: bool = False) -> dict[str, Any]:
+         storage_dir: str | Path, name: str, *, progress: bool = False,
+         wait: bool = True) -> dict[str, Any]:
     """Run (or resume, or reuse) the study ``name``; return its outcome.
+
+    When every trial of the budget is taken and some still run in another process, ``wait``
+    decides: wait for them (True), or raise :class:`StudyBusy` (False) without running anything.
 
     ``base``: the constructor keyword arguments every trial starts from (the cell's hyper-parameters
     and training options, and for deep methods its run options except the checkpoint). Returns
@@ -382,18 +395,21 @@ def tune(cls: type, base: dict[str, Any], X_train: Any, Y_train: np.ndarray, spe
         waiting = [t for t in trials if t.state == TrialState.RUNNING]
         if not waiting:
             break
+        if any(_left_by_dead_process(t) for t in waiting):
+            # a worker of this host died: its trial leaves the budget and is replaced
+            _recover(study, cls, base, spec, name, storage_dir, opening=False)
+            continue
+        where = (", ".join(f"trial {t.number}" for t in waiting) + " running in another process ("
+                 + ", ".join(f"{t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}"
+                             for t in waiting) + ")")
+        if not wait:
+            raise StudyBusy(f"tuning {name}: {where}")
         if not warned:
-            log.warning("tuning %s: waiting for %s running in another process (%s). A trial "
-                        "whose process died on another host is not detected: if so, stop this "
-                        "run and delete the study's journal %s to start its trials over", name,
-                        ", ".join(f"trial {t.number}" for t in waiting),
-                        ", ".join(f"{t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}"
-                                  for t in waiting), journal)
+            log.warning("tuning %s: waiting for %s. A trial whose process died on another host "
+                        "is not detected: if so, stop this run and delete the study's journal "
+                        "%s to start its trials over", name, where, journal)
             warned = True
         time.sleep(2.0)
-        if any(_left_by_dead_process(t) for t in waiting):
-            # a worker of this host died meanwhile: its trial leaves the budget, replaced
-            _recover(study, cls, base, spec, name, storage_dir, opening=False)
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                    if t.user_attrs.get("interrupted")]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
