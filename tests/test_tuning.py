@@ -335,27 +335,37 @@ def test_each_worker_logs_the_trial_it_ran_not_another_workers_running_one(tmp_p
     assert not [line for line in lines if " RUNNING " in line], lines
 
 
-def test_the_budget_is_the_first_trials_by_number_whatever_order_they_finish_in(tmp_path):
-    """Trial 1 still runs (another worker) while trials 0, 2 and 3 are finished: with a budget
-    of 3 the study waits for trial 1 and chooses among trials 0-2, as every other worker does,
-    not among the first three to finish (0, 2, 3)."""
+def _study_with_trial_1_running(tmp_path: Path, pid: int):
+    """Study ``s``: trial 0 finished (knob 0.1, value 0.5), trial 1 running in the live process
+    ``pid`` of this host, as another worker's trial would. Returns (study, distributions, trial 1)."""
     import socket
-    import threading
-    import time as _time
 
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    X, Y = _data()
     study = optuna.create_study(study_name="s", direction="maximize", storage=JournalStorage(
         JournalFileBackend(str(tmp_path / "s.journal"))))
     dist = {"knob": optuna.distributions.FloatDistribution(0.0, 1.0)}
     study.add_trial(optuna.trial.create_trial(params={"knob": 0.1}, distributions=dist,
                                               value=0.5))
-    other = study.ask(dist)  # trial 1: running in a live worker (this process)
+    other = study.ask(dist)
     other.set_user_attr("host", socket.gethostname())
-    other.set_user_attr("pid", os.getpid())
+    other.set_user_attr("pid", pid)
+    return study, dist, other
+
+
+def test_the_budget_is_the_first_trials_by_number_whatever_order_they_finish_in(tmp_path):
+    """Trial 1 still runs (another worker) while trials 0, 2 and 3 are finished: with a budget
+    of 3 the study waits for trial 1 and chooses among trials 0-2, as every other worker does,
+    not among the first three to finish (0, 2, 3)."""
+    import threading
+    import time as _time
+
+    import optuna
+
+    X, Y = _data()
+    study, dist, other = _study_with_trial_1_running(tmp_path, os.getpid())  # this process
     for knob, value in ((0.2, 0.6), (0.3, 0.7)):  # trials 2 and 3
         study.add_trial(optuna.trial.create_trial(params={"knob": knob}, distributions=dist,
                                                   value=value))
@@ -482,23 +492,12 @@ def test_a_swept_parameter_tuning_does_not_search_is_pinned_too():
 def test_a_study_whose_last_trials_run_elsewhere_is_busy_not_waited_for_on_request(tmp_path):
     """``wait=False``: every trial of the budget is taken and one still runs in another live
     process, so tune raises StudyBusy naming it, runs nothing and chooses nothing."""
-    import socket
 
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     from benchmarks.runner.tuning import StudyBusy
 
     X, Y = _data()
-    study = optuna.create_study(study_name="s", direction="maximize", storage=JournalStorage(
-        JournalFileBackend(str(tmp_path / "s.journal"))))
-    dist = {"knob": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    study.add_trial(optuna.trial.create_trial(params={"knob": 0.1}, distributions=dist,
-                                              value=0.5))
-    other = study.ask(dist)  # trial 1: running in a live worker (the test's parent process)
-    other.set_user_attr("host", socket.gethostname())
-    other.set_user_attr("pid", os.getppid())
+    study, _, other = _study_with_trial_1_running(tmp_path, os.getppid())  # the test's parent
     spec = TuneSpec(n_trials=2, bits=16, start_from_defaults=False)
     with pytest.raises(StudyBusy, match=rf"trial 1 running in another process .*pid {os.getppid()}"):
         tune(CountingLSH, {}, X, Y, spec, tmp_path, "s", wait=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def run_local(
     t0 = time.perf_counter()
     busy: list[Cell] = []
     deferred: list[Cell] = []
-    first_pass = RunOptions(**{**opts.__dict__, "wait_for_studies": False})
+    first_pass = replace(opts, wait_for_studies=False)
     bar = tqdm(cells, desc=f"cells ({opts.preset})", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(f"{cell.method} {cell.dataset.key} {cell.bits}b", refresh=False)
@@ -88,7 +88,7 @@ def run_local(
             (busy if outcome.status == "busy" else deferred).append(cell)
             continue
         _record(summary, cell, outcome, on_outcome)
-    waiting = RunOptions(**{**opts.__dict__, "wait_for_studies": True})
+    waiting = replace(opts, wait_for_studies=True)
     for cell in deferred:  # mostly computed meanwhile by the worker that ran the study's last trial
         outcome = run_cell(cell, waiting)
         if outcome.status == "busy":
@@ -117,7 +117,7 @@ def _wait_for_busy(busy: list[Cell], opts: RunOptions, summary: Summary,
     """Wait for the cells other processes hold; compute those they leave unfinished."""
     log.info("waiting for %d cell(s) that another process is computing", len(busy))
     # the other process decides what --force means for the cells it holds: do not redo them
-    patient = RunOptions(**{**opts.__dict__, "force": False, "wait_for_studies": True})
+    patient = replace(opts, force=False, wait_for_studies=True)
     pending = list(busy)
     while pending:
         still: list[Cell] = []
@@ -181,7 +181,7 @@ def run_submitit(
             summary.outcomes.append(Outcome(cell.cell_id, "skipped", "already done"))
         else:
             todo.append(cell)
-    job_opts = RunOptions(**{**opts.__dict__, "progress": False})
+    job_opts = replace(opts, progress=False)
     jobs = []
     if todo:
         if hasattr(executor, "batch"):
