@@ -144,3 +144,44 @@ def test_tables_mark_a_run_whose_loss_was_still_moving(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| DPAH |"))
     assert (row.split("|")[2].strip().endswith("*")) is still
     assert ("* not converged" in table) is still
+
+
+def test_tables_mark_a_cell_whose_codes_collapsed(tmp_path):
+    """A run whose database codes are mostly one code is marked, counted in the footnote and
+    in the CSV, instead of standing in the table as an ordinary (near-chance) value."""
+    import csv
+    import json
+
+    import run_all
+    from benchmarks.render.tables import COLLAPSED_MARK
+    from benchmarks.runner.results import ResultStore
+
+    args = ["--table", "3", "--preset", "smoke", "--methods", "dpah", "--bits", "16",
+            "--results-dir", str(tmp_path), "--no-progress", "-q"]
+    assert run_all.main(args) == 0
+    store = ResultStore(tmp_path, "smoke")
+    (record,) = store.iter_records()
+    tables = tmp_path / "smoke" / "tables"
+
+    def dpah_row() -> tuple[str, dict[str, str]]:
+        md = (tables / "table3.md").read_text()
+        row = next(line for line in md.splitlines() if line.startswith("| DPAH |"))
+        csv_row = next(r for r in csv.DictReader((tables / "table3.csv").open())
+                       if r["row"] == "DPAH")
+        return row.split("|")[2], csv_row
+
+    share = record["code_stats"]["largest_code_share"]
+    cell, csv_row = dpah_row()
+    assert (COLLAPSED_MARK in cell) is (share > 0.5)
+    assert csv_row["n_collapsed"] == str(int(share > 0.5))
+
+    record["code_stats"] = {"distinct_db_codes": 2, "largest_code_share": 0.97}
+    path = store.record_path(record["cell_id"])
+    path.write_text(json.dumps(record))
+    assert run_all.main([*args, "--render-only"]) == 0
+    cell, csv_row = dpah_row()
+    assert COLLAPSED_MARK in cell and csv_row["n_collapsed"] == "1"
+    md = (tables / "table3.md").read_text()
+    assert f"{COLLAPSED_MARK} collapsed codes: more than 50% of the database items" in md
+    assert "(1 cell(s))" in md.split(f"{COLLAPSED_MARK} collapsed codes")[1].splitlines()[0]
+    assert r"$^\ddagger$" in (tables / "table3.tex").read_text()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import stats
-from benchmarks.runner.cell import NOT_APPLICABLE
+from benchmarks.runner.cell import IDENTICAL_CODES_WARN, NOT_APPLICABLE
 from benchmarks.runner.experiments import (
     Cell,
     Column,
@@ -105,6 +105,7 @@ class Entry:
     reason: str = ""  # why a reference row is n/a
     ok_cells: list[Cell] = field(default_factory=list)  # the cells behind ``values``
     n_unconverged: int = 0  # seeds whose loss still moved > 1% over the last 10% of epochs
+    n_collapsed: int = 0  # seeds where most database items share one code (mostly ties)
 
     @property
     def short_of_seeds(self) -> bool:
@@ -128,6 +129,8 @@ class Entry:
             text += f" ± {self.std:.4f}"
         if self.n_unconverged:
             text += UNCONVERGED_MARK
+        if self.n_collapsed:
+            text += COLLAPSED_MARK
         if self.n_nc:
             text += f" ({self.n_nc}/{self.n + self.n_nc} N/C)"
         elif self.n < self.n_expected:
@@ -167,6 +170,8 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
         entry.ok_cells.append(cell)
         if (record.get("convergence") or {}).get("still_improving"):
             entry.n_unconverged += 1
+        if is_collapsed(record):
+            entry.n_collapsed += 1
     entry.values = values
     entry.n, entry.n_nc, entry.n_expected = len(values), n_nc, len(entry.cells)
     if values:
@@ -542,6 +547,16 @@ def map_key_name(k: int | None) -> str:
 # ------------------------------------------------------------------------------ table formats
 #: after a value whose run had not converged (loss still moving at the end of training)
 UNCONVERGED_MARK = "*"
+#: after a value whose codes collapsed: most database items share one code, so the ranking is
+#: mostly ties and its mAP is close to a random ranking's, whatever the method could do
+COLLAPSED_MARK = "‡"
+
+
+def is_collapsed(record: dict[str, Any]) -> bool:
+    """More than ``IDENTICAL_CODES_WARN`` of the database items share one code (the share the
+    runner warns about when it stores the cell)."""
+    share = (record.get("code_stats") or {}).get("largest_code_share")
+    return share is not None and share > IDENTICAL_CODES_WARN
 
 
 def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
@@ -550,9 +565,10 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     recipes: dict[str, set[str]] = {}
     tuned: dict[str, dict[str, Any]] = {}
     gaps: dict[str, dict[str, str]] = {}
-    unconverged = 0
+    unconverged = collapsed = 0
     for e in data.entries.values():
         unconverged += e.n_unconverged
+        collapsed += e.n_collapsed
         for c in e.cells:
             r = store.load(c.cell_id)
             if not r:
@@ -592,6 +608,11 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
         lines.append(f"{UNCONVERGED_MARK} not converged: the loss still moved by more than 1% "
                      "over the last 10% of the epochs and early stopping did not end the run "
                      f"({unconverged} cell(s)).")
+    if collapsed:
+        lines.append(f"{COLLAPSED_MARK} collapsed codes: more than "
+                     f"{IDENTICAL_CODES_WARN:.0%} of the database items share one code, so the "
+                     "ranking is mostly ties and the value is close to a random ranking's "
+                     f"({collapsed} cell(s)).")
     return lines
 
 
@@ -680,7 +701,7 @@ def format_markdown(data: TableData, store: ResultStore) -> str:
 
 CSV_FIELDS = [
     "table", "preset", "block", "column", "row", "method", "metric", "ours_mean", "ours_std",
-    "n_seeds", "n_nc", "status", "paper", "diff", "paper_dataset", "our_dataset", "bits",
+    "n_seeds", "n_nc", "n_unconverged", "n_collapsed", "status", "paper", "diff", "paper_dataset", "our_dataset", "bits",
     "backbone", "cell_ids", "reference", "best", "runner_up", "lead", "lead_low", "lead_high",
     "lead_significant",
 ]
@@ -722,6 +743,7 @@ def format_csv(data: TableData) -> str:
             "ours_mean": "" if e.mean is None else repr(e.mean),
             "ours_std": "" if e.std is None else repr(e.std),
             "n_seeds": e.n, "n_nc": e.n_nc,
+            "n_unconverged": e.n_unconverged, "n_collapsed": e.n_collapsed,
             "status": {"ok": "ok", "nc": "N/C", "missing": "missing", "n/a": "n/a"}[e.status],
             "paper": e.paper if e.paper is not None else "",
             "diff": "" if e.diff is None else repr(e.diff),
@@ -737,7 +759,7 @@ def format_csv(data: TableData) -> str:
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                  ("#", r"\#"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("—", "---"), ("–", "--"),
-                 ("−", "-"), ("†", r"$^\dagger$")):
+                 ("−", "-"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$")):
         text = text.replace(a, b)
     return text
 
