@@ -119,3 +119,22 @@ def test_calibration_reruns_a_stored_tuned_cell_and_reproduces_its_map(results, 
     assert not any(tmp_path.iterdir())  # the scratch cell removed
     text = bench_sweep.format_calibration(rows, bench_sweep.sweep_cost(results, "test", "3", 2))
     assert "| itq |" in text and "ESTIMATE (not a measurement)" in text
+
+
+def test_several_tables_count_each_shared_cell_and_study_once(results, capsys):
+    """--table 3,claims is the sweep of both: the claims read every Table 3 cell, so together
+    they cost what the claims alone cost, not that plus Table 3 again."""
+    both = bench_sweep.sweep_cost(results, "test", "3,claims", n_trials=2)
+    claims = bench_sweep.sweep_cost(results, "test", "claims", n_trials=2)
+    table3 = bench_sweep.sweep_cost(results, "test", "3", n_trials=2)
+    assert both["rows"] == claims["rows"] and both["missing"] == claims["missing"]
+    assert both["totals"]["tuned_s"] == pytest.approx(claims["totals"]["tuned_s"])
+    # the claims need cells Table 3 lacks: more cells, the same stored seconds
+    assert len(both["missing"]["untuned"]) > len(table3["missing"]["untuned"])
+    assert both["totals"]["tuned_s"] == pytest.approx(table3["totals"]["tuned_s"])
+    assert bench_sweep.format_markdown(both).startswith("Tables 3,claims, preset `test`")
+    with pytest.raises(SystemExit, match="unknown table 4; choose one or more"):
+        bench_sweep.sweep_cost(results, "test", "3,4", n_trials=2)
+    with pytest.raises(SystemExit):
+        bench_sweep.main(["--tune", "2", "--table", "1,3", "--calibrate"])
+    assert "give one --table" in capsys.readouterr().err

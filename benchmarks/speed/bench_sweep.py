@@ -4,7 +4,8 @@ A table's wall time is the sum of its cells' jobs, so the real figure of a sweep
 records: each cell stores the seconds of ``fit``, ``encode`` and ``eval`` (``timing``), and a
 tuned cell also the seconds of every trial of the study it used (``tuning.trials``; a study is
 shared by every code length and seed of one method and column, so it is counted once). This
-benchmark reads them for one table under one preset and prints, per dataset and method:
+benchmark reads them for one table (or several: ``--table 1,3,appendix``, each shared cell and
+study counted once) under one preset and prints, per dataset and method:
 
 * **untuned**: the cells of the preset's own recipe (the reference, same cells without ``--tune``);
 * **tuned**: the study's trials (``tuning``) plus the retraining of the chosen configuration at
@@ -26,6 +27,7 @@ seconds only; they are counted, never converted. The wall-clock span of the stor
 
     python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10
     python -m benchmarks.speed.bench_sweep --preset cpu --table 3 --tune 10 --json cost.json
+    python -m benchmarks.speed.bench_sweep --preset cpu --table 1,3,appendix --tune 10 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -120,9 +122,21 @@ def _stored(cells: list[Any], store: Any, acc: dict[tuple[str, str], dict[str, A
         yield row, record
 
 
+def _union(cell_lists: list[list[Any]]) -> list[Any]:
+    """The cells of several tables, each once: a cell two tables share (Table 3's DPAH cells
+    in the appendix, a study's cells in Tables 1 and 2) is one job of the sweep."""
+    seen: dict[str, Any] = {}
+    for cells in cell_lists:
+        for cell in cells:
+            seen.setdefault(cell.cell_id, cell)
+    return list(seen.values())
+
+
 def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: int,
                seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Seconds of the untuned and the tuned sweep of ``table``, per dataset and method.
+    ``table`` may name several tables, comma-separated ("1,3,appendix"): the sweep of all of
+    them, where a cell or a study they share counts once.
 
     Returns ``{"rows": [...], "totals": {...}, "missing": {...}}``; every number is read from a
     stored record or study, none is estimated.
@@ -130,12 +144,15 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
     from benchmarks.runner.experiments import TABLES, cells_for, get_preset
     from benchmarks.runner.results import ResultStore
 
-    if table not in TABLES:
-        raise SystemExit(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    tables = [t.strip() for t in table.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown or not tables:
+        raise SystemExit(f"unknown table {', '.join(unknown) or repr(table)}; choose one or "
+                         f"more (comma-separated) of {', '.join(TABLES)}")
     preset = get_preset(preset_name)
     store = ResultStore(results_dir, preset.name)
-    untuned = cells_for(TABLES[table], preset, seeds)
-    tuned = cells_for(TABLES[table], _tuned_preset(preset, n_trials), seeds)
+    untuned = _union([cells_for(TABLES[t], preset, seeds) for t in tables])
+    tuned = _union([cells_for(TABLES[t], _tuned_preset(preset, n_trials), seeds) for t in tables])
 
     acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "untuned_s": 0.0, "untuned_cells": 0, "untuned_total": 0, "tuning_s": 0.0,
@@ -304,7 +321,7 @@ def _fmt_s(s: float | None) -> str:
 def format_markdown(cost: dict[str, Any]) -> str:
     t = cost["totals"]
     lines = [
-        (f"Table {cost['table']}, preset `{cost['preset']}`, seeds {cost['seeds']}, "
+        (f"Table{'s' if ',' in cost['table'] else ''} {cost['table']}, preset `{cost['preset']}`, seeds {cost['seeds']}, "
          f"--tune {cost['n_trials']} against the untuned cells (seconds of each job's process)"),
         "",
         ("| dataset | method | untuned s (cells) | tuning s (studies) | retrain s (cells) "
@@ -349,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu", help="preset whose results are read (default cpu)")
-    parser.add_argument("--table", default="3", help="table: 1, 2, 3, appendix or unseen (default 3)")
+    parser.add_argument("--table", default="3",
+                        help="table: 1, 2, 3, appendix or unseen (default 3); several, "
+                        "comma-separated (1,3,appendix), give their whole sweep, each shared "
+                        "cell and study counted once")
     parser.add_argument("--tune", type=int, required=True, metavar="N",
                         help="the tuned run's number of trials (as given to run_all.py --tune)")
     parser.add_argument("--seeds", default=None,
@@ -366,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tune < 1:
         parser.error(f"--tune needs a number of trials >= 1, got {args.tune}")
+    if args.calibrate and "," in args.table:
+        parser.error("--calibrate re-runs the cells of one table; give one --table")
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     cost = sweep_cost(args.results_dir, args.preset, args.table, args.tune, seeds)
     print(format_markdown(cost))
