@@ -565,14 +565,18 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     recipes: dict[str, set[str]] = {}
     tuned: dict[str, dict[str, Any]] = {}
     gaps: dict[str, dict[str, str]] = {}
-    unconverged = collapsed = 0
+    unconverged: set[str] = set()  # cell ids: a cell under several columns counts once
+    collapsed: set[str] = set()
     for e in data.entries.values():
-        unconverged += e.n_unconverged
-        collapsed += e.n_collapsed
         for c in e.cells:
             r = store.load(c.cell_id)
             if not r:
                 continue
+            scored = any(c.cell_id == ok.cell_id for ok in e.ok_cells)
+            if scored and (r.get("convergence") or {}).get("still_improving"):
+                unconverged.add(c.cell_id)
+            if scored and is_collapsed(r):
+                collapsed.add(c.cell_id)
             kind = r.get("method", {}).get("kind")
             recipe = r.get("recipe", "shared")
             recipes.setdefault(e.row, set()).add(
@@ -607,12 +611,12 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     if unconverged:
         lines.append(f"{UNCONVERGED_MARK} not converged: the loss still moved by more than 1% "
                      "over the last 10% of the epochs and early stopping did not end the run "
-                     f"({unconverged} cell(s)).")
+                     f"({len(unconverged)} cell(s)).")
     if collapsed:
         lines.append(f"{COLLAPSED_MARK} collapsed codes: more than "
                      f"{IDENTICAL_CODES_WARN:.0%} of the database items share one code, so the "
                      "ranking is mostly ties and the value is close to a random ranking's "
-                     f"({collapsed} cell(s)).")
+                     f"({len(collapsed)} cell(s)).")
     return lines
 
 
