@@ -185,3 +185,26 @@ def test_tables_mark_a_cell_whose_codes_collapsed(tmp_path):
     assert f"{COLLAPSED_MARK} collapsed codes: more than 50% of the database items" in md
     assert "(1 cell(s))" in md.split(f"{COLLAPSED_MARK} collapsed codes")[1].splitlines()[0]
     assert r"$^\ddagger$" in (tables / "table3.tex").read_text()
+
+
+def test_a_cell_under_several_columns_is_counted_once_in_the_footnote(tmp_path):
+    """Table 1 shows each cell under two value columns; the footnote counts cells, not values."""
+    import json
+
+    import run_all
+    from benchmarks.render.tables import COLLAPSED_MARK
+    from benchmarks.runner.results import ResultStore
+
+    args = ["--table", "1", "--preset", "smoke", "--methods", "dpah_no_kt",
+            "--results-dir", str(tmp_path), "--no-progress", "-q"]
+    assert run_all.main(args) == 0
+    store = ResultStore(tmp_path, "smoke")
+    (record,) = store.iter_records()
+    record["code_stats"] = {"distinct_db_codes": 2, "largest_code_share": 0.97}
+    store.record_path(record["cell_id"]).write_text(json.dumps(record))
+    assert run_all.main([*args, "--render-only"]) == 0
+    md = (tmp_path / "smoke" / "tables" / "table1.md").read_text()
+    marked = [line for line in md.splitlines()
+              if line.startswith("| HPA(lambda=0.01) |") and COLLAPSED_MARK in line]
+    assert marked and sum(line.count(COLLAPSED_MARK) for line in marked) >= 2
+    assert f"{COLLAPSED_MARK} collapsed codes" in md and "(1 cell(s))" in md
