@@ -291,21 +291,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------ listings
 def list_methods(verbose: bool = False) -> str:
-    """The registry as a table: name, kind, input, variant of, paper (and parameters)."""
+    """The registry as a table: name, kind, input, variant of, what ``--tune`` searches (the
+    class's ``search_space``), paper (and, verbose, every parameter)."""
     try:
         from methods import registry
     except Exception as exc:  # noqa: BLE001
         return f"the methods package is not importable: {type(exc).__name__}: {exc}"
-    lines = [f"{'name':14s} {'kind':8s} {'input':9s} {'variant of':12s} paper"]
     train = train_option_names()
     methods = sorted(registry().items(), key=lambda kv: (kv[1].kind != "shallow", kv[0]))
+    searched = {name: ", ".join(getattr(cls, "search_space", None) or {}) or "-"
+                for name, cls in methods}
+    w_name = max(len("name"), *(len(name) for name, _ in methods))
+    w_tune = max(len("--tune searches"), *(len(v) for v in searched.values()))
+    header = (f"{'name':{w_name}s} {'kind':8s} {'input':9s} {'variant of':12s} "
+              f"{'--tune searches':{w_tune}s} paper")
+    lines = [header]
     for name, cls in methods:
-        lines.append(f"{name:14s} {cls.kind:8s} {cls.input_kind:9s} "
-                     f"{getattr(cls, 'variant_of', '') or '-':12s} {getattr(cls, 'paper', '')}")
+        lines.append(f"{name:{w_name}s} {cls.kind:8s} {cls.input_kind:9s} "
+                     f"{getattr(cls, 'variant_of', '') or '-':12s} {searched[name]:{w_tune}s} "
+                     f"{getattr(cls, 'paper', '')}")
         if verbose:
             own = sorted(method_params(name) - train)
-            lines.append(f"{'':14s} parameters: {', '.join(own) or '(none)'}")
-    lines.append(f"{len(methods)} methods registered")
+            lines.append(f"{'':{w_name}s} parameters: {', '.join(own) or '(none)'}")
+    from methods.search import LR
+
+    lines.append(f"{len(methods)} methods registered; --tune N gives each the same N trials per "
+                 f"column over the parameters listed (lr: log-uniform {LR.low:g} to {LR.high:g} "
+                 "for every deep method)")
     if verbose:
         lines.append(f"deep training options (every deep method): {', '.join(sorted(train))}")
     return "\n".join(lines)

@@ -313,9 +313,14 @@ def test_list_methods_prints_the_registry(capsys):
 
     assert run_all.main(["--list-methods"]) == 0
     out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    tune_col = header.index("--tune searches")
     for name, cls in registry().items():
-        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        line = next(ln for ln in rows if ln.startswith(name + " "))
         assert cls.kind in line
+        # what --tune searches, in its own aligned column: the class's search space
+        assert line[tune_col:].startswith(", ".join(cls.search_space) or "-")
+    assert "same N trials per column" in out and "log-uniform 1e-05 to 0.1" in out
 
 
 def test_submitit_job_construction(tmp_path, fakes):
