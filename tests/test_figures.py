@@ -223,3 +223,55 @@ def test_a_point_that_leaves_out_seeds_that_did_not_converge_says_so(tmp_path):
     notes = [t.get_text() for t in ax.texts]
     assert f"1/{len(SEEDS)} N/C" in notes  # the alpha = 0.4 point
     assert f"no margin: 1/{len(SEEDS)} seeds N/C, mean of the others" in notes
+
+
+def test_a_render_from_fewer_inputs_does_not_replace_the_stored_figure(tmp_path, caplog):
+    """A fresh checkout lacks the untracked inputs some figures need: rendering there must not
+    overwrite the shipped figure with a less complete one. It goes beside it, and a render at
+    least as complete replaces the figure again."""
+    import json
+
+    store = _fill(tmp_path, names=("tsne",))
+    exp = FIGURES["tsne"]
+    fdir = store.figures_dir
+    paths = render_figure(exp, PRESET, store, SEEDS)
+    complete = paths["png"].read_bytes()
+    assert json.loads((fdir / "fig9_tsne.inputs.json").read_text()) == {"missing": []}
+
+    dnnh = make_cell(PRESET, "dnnh", DIGITS, 48, 0)
+    tsne = store.tsne_path(dnnh.cell_id)
+    saved = tsne.read_bytes()
+    tsne.unlink()
+    with caplog.at_level("WARNING", logger="hashbench.render"):
+        paths = render_figure(exp, PRESET, store, SEEDS)
+    assert (fdir / "fig9_tsne.png").read_bytes() == complete  # the stored figure kept
+    assert paths["png"] == fdir / "fig9_tsne.incomplete.png" and paths["png"].exists()
+    assert paths["pdf"] == fdir / "fig9_tsne.incomplete.pdf"
+    assert json.loads((fdir / "fig9_tsne.inputs.json").read_text()) == {"missing": []}
+    assert "kept the stored figure, drawn from more inputs (0 missing, this render 1)" \
+        in caplog.text
+
+    # a figure whose inputs were never recorded (rendered by older code) is kept too
+    (fdir / "fig9_tsne.inputs.json").unlink()
+    render_figure(exp, PRESET, store, SEEDS)
+    assert (fdir / "fig9_tsne.png").read_bytes() == complete
+
+    tsne.write_bytes(saved)  # the input is back: the render replaces the figure again
+    paths = render_figure(exp, PRESET, store, SEEDS)
+    assert paths["png"] == fdir / "fig9_tsne.png" and paths["png"].read_bytes() == complete
+    assert not (fdir / "fig9_tsne.incomplete.png").exists()
+    assert not (fdir / "fig9_tsne.incomplete.pdf").exists()
+
+
+def test_an_incomplete_render_replaces_a_figure_that_lacked_as_much(tmp_path):
+    """While a sweep is under way the figure fills in: a render lacking no more inputs than
+    the stored one replaces it."""
+    store = _fill(tmp_path, names=("tsne",))
+    exp = FIGURES["tsne"]
+    hashnet = make_cell(PRESET, "hashnet", DIGITS, 48, 0)
+    store.remove(hashnet.cell_id)
+    first = render_figure(exp, PRESET, store, SEEDS)
+    assert first["png"] == store.figures_dir / "fig9_tsne.png"
+    again = render_figure(exp, PRESET, store, SEEDS)
+    assert again["png"] == first["png"]
+    assert not (store.figures_dir / "fig9_tsne.incomplete.png").exists()

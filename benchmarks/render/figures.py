@@ -18,6 +18,8 @@ checking that its split is the one the cell was computed on (:func:`retrieval_ex
 from __future__ import annotations
 
 import io
+import json
+import logging
 import math
 import string
 import textwrap
@@ -43,6 +45,8 @@ from benchmarks.runner.experiments import (
     table_rows,
 )
 from benchmarks.runner.results import ResultStore, atomic_write_bytes
+
+log = logging.getLogger("hashbench.render")
 
 __all__ = [
     "FIGURE_FILES",
@@ -959,25 +963,72 @@ def _stems(exp: Experiment) -> tuple[str, ...]:
     return (stems,) if isinstance(stems, str) else stems
 
 
+#: beside each figure, the inputs it was drawn without (``<stem>.inputs.json``), so that a later
+#: render from fewer inputs (a fresh checkout has no codes files) cannot replace it unseen
+INPUTS_SUFFIX = ".inputs.json"
+#: where such a less complete render goes instead: ``<stem>.incomplete.{png,pdf}``
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+def _stored_missing(figures_dir: Path, stem: str) -> list[str] | None:
+    """The inputs the stored figure ``stem`` was drawn without; None when there is no figure or
+    no readable record of its inputs (a figure rendered before they were recorded)."""
+    try:
+        return list(json.loads((figures_dir / f"{stem}{INPUTS_SUFFIX}").read_text())["missing"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _keeps_stored(figures_dir: Path, stem: str, missing: list[str]) -> bool:
+    """Whether the stored figure ``stem`` is drawn from more inputs than a render that lacks
+    ``missing``: it is kept when it lacks fewer, or when it exists and what it lacks is unknown
+    (the new render being incomplete)."""
+    if not missing or not (figures_dir / f"{stem}.png").exists():
+        return False
+    stored = _stored_missing(figures_dir, stem)
+    return stored is None or len(stored) < len(missing)
+
+
 def render_figure(exp: Experiment, preset: Preset, store: ResultStore,
                   seeds: Sequence[int] | None = None, *, style: str = "default",
                   data_root: str | Path | None = None) -> dict[str, Path]:
     """Draw one figure from stored results to PNG and PDF (byte-identical when re-rendered);
     returns the paths: ``png``/``pdf``, and ``png_2``/``pdf_2`` for the second file of Figs.
-    10/11 (Fig. 11). ``style``: one of :data:`FIGURE_STYLES`; ``data_root``: where Figs. 10/11
-    read the datasets' images."""
+    10/11 (Fig. 11). Beside each figure, ``<stem>.inputs.json`` lists the inputs it was drawn
+    without. ``style``: one of :data:`FIGURE_STYLES`; ``data_root``: where Figs. 10/11
+    read the datasets' images.
+
+    A render that lacks more inputs than the stored figure did (e.g. on a fresh checkout, where
+    the untracked codes files are absent) does not replace it: it is written to
+    ``<stem>.incomplete.{png,pdf}`` and a warning says so. A render at least as complete
+    replaces the figure and removes any such ``.incomplete`` files."""
     import matplotlib
 
     st = _style(style)
-    figs, _missing_lines = _build(exp, preset, store, seeds, style, data_root)
-    store.figures_dir.mkdir(parents=True, exist_ok=True)
+    figs, missing = _build(exp, preset, store, seeds, style, data_root)
+    fdir = store.figures_dir
+    fdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     with matplotlib.rc_context(dict(st.rc)):  # pdf.fonttype and the layout's fonts apply at save
         for i, (fig, stem) in enumerate(zip(figs, _stems(exp), strict=False)):
+            keep = _keeps_stored(fdir, stem, missing)
+            out_stem = stem + INCOMPLETE_SUFFIX if keep else stem
+            if keep:
+                stored = _stored_missing(fdir, stem)
+                log.warning(
+                    "%s: kept the stored figure, drawn from more inputs (%s missing, this "
+                    "render %d); this render went to %s.{png,pdf}", fdir / f"{stem}.png",
+                    "unknown" if stored is None else len(stored), len(missing), out_stem)
             for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
-                path = store.figures_dir / f"{stem}.{ext}"
+                path = fdir / f"{out_stem}.{ext}"
                 buf = io.BytesIO()
                 fig.savefig(buf, format=ext, dpi=st.dpi, metadata=metadata)
                 atomic_write_bytes(path, buf.getvalue())
                 paths[ext if i == 0 else f"{ext}_{i + 1}"] = path
+            if not keep:
+                inputs = fdir / f"{stem}{INPUTS_SUFFIX}"
+                atomic_write_bytes(inputs, (json.dumps({"missing": missing}, indent=1)
+                                            + "\n").encode())
+                for ext in ("png", "pdf"):
+                    (fdir / f"{stem}{INCOMPLETE_SUFFIX}.{ext}").unlink(missing_ok=True)
     return paths
