@@ -54,6 +54,13 @@ def test_tune_below_one_is_refused(capsys):
     assert "--tune needs a number of trials >= 1" in capsys.readouterr().err
 
 
+def test_a_misspelt_preset_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        bench_sweep.main(["--tune", "10", "--preset", "cpuu"])
+    assert "unknown preset 'cpuu'; choose one of paper, cpu, smoke, test" in \
+        capsys.readouterr().err
+
+
 def test_a_resumed_cell_counts_the_epochs_before_its_resume():
     """A deep cell resumed after a kill times only the epochs after the resume in fit_s; its
     history keeps every epoch's seconds, and those are what the sweep cost."""

@@ -386,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tune < 1:
         parser.error(f"--tune needs a number of trials >= 1, got {args.tune}")
+    from benchmarks.runner.experiments import get_preset
+
+    try:
+        get_preset(args.preset)
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
     if args.calibrate and "," in args.table:
         parser.error("--calibrate re-runs the cells of one table; give one --table")
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
