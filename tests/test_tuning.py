@@ -536,3 +536,17 @@ def test_a_worker_computes_other_cells_while_a_study_s_last_trial_runs_elsewhere
     assert records[0]["tuning"]["study"] == records[1]["tuning"]["study"]
     assert not list((results / "test").rglob("*.lock"))
     assert not [p for p in (results / "test").rglob("*") if "fail" in p.name]
+
+
+def test_the_smoke_presets_shallow_methods_can_be_tuned(tmp_path):
+    """A tuning trial trains on the training split less its validation part: the smoke
+    preset's settings must fit that smaller set (KSH's labelled budget once equalled the whole
+    training split, and every trial, the defaults included, failed)."""
+    results = tmp_path / "res"
+    assert run_all.main(["--table", "3", "--preset", "smoke", "--methods", "ksh,sdh", "--bits",
+                         "16", "--tune", "2", "--results-dir", str(results),
+                         "--no-progress", "-q"]) == 0
+    records = {r["method"]["name"]: r for r in ResultStore(results, "smoke").iter_records()}
+    assert set(records) == {"ksh", "sdh"}
+    for r in records.values():
+        assert r["status"] == "ok" and r["tuning"]["trials"][0]["state"] == "COMPLETE"
