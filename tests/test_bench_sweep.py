@@ -145,3 +145,12 @@ def test_several_tables_count_each_shared_cell_and_study_once(results, capsys):
     with pytest.raises(SystemExit):
         bench_sweep.main(["--tune", "2", "--table", "1,3", "--calibrate"])
     assert "give one --table" in capsys.readouterr().err
+
+
+def test_a_method_without_a_search_space_is_not_called_tuned(results):
+    """Under --tune, LSH (no search space, no study) runs its defaults; the table says so
+    rather than listing it among the tuned rows."""
+    table = (results / "test" / "tuned-2" / "tables" / "table3.md").read_text()
+    recipes = next(line for line in table.splitlines() if line.startswith("- Recipes"))
+    assert "defaults (no search space: nothing to tune): LSH" in recipes
+    assert "tuned: ITQ" in recipes and "LSH" not in recipes.split("tuned: ")[-1]

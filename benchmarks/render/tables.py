@@ -559,6 +559,10 @@ def is_collapsed(record: dict[str, Any]) -> bool:
     return share is not None and share > IDENTICAL_CODES_WARN
 
 
+#: the recipe a row shows under --tune when its method declares no search space
+NOTHING_TO_TUNE = "defaults (no search space: nothing to tune)"
+
+
 def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     """Which training recipe each row used, the tuned values (and where they were tuned), the
     published-recipe fields that could not be followed, and the not-converged mark."""
@@ -579,8 +583,10 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
                 collapsed.add(c.cell_id)
             kind = r.get("method", {}).get("kind")
             recipe = r.get("recipe", "shared")
+            if recipe == "tuned" and not (r.get("tuning") or {}).get("study"):
+                recipe = NOTHING_TO_TUNE  # e.g. LSH under --tune: no search space
             recipes.setdefault(e.row, set()).add(
-                recipe if kind == "deep" or recipe == "tuned" else "defaults")
+                recipe if kind == "deep" or recipe in ("tuned", NOTHING_TO_TUNE) else "defaults")
             if r.get("tuning") and r["tuning"].get("study"):
                 t = r["tuning"]
                 pinned = t.get("pinned") or {}
