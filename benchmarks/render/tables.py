@@ -104,8 +104,18 @@ class Entry:
     values: list[float] = field(default_factory=list)
     reason: str = ""  # why a reference row is n/a
     ok_cells: list[Cell] = field(default_factory=list)  # the cells behind ``values``
-    n_unconverged: int = 0  # seeds whose loss still moved > 1% over the last 10% of epochs
-    n_collapsed: int = 0  # seeds where most database items share one code (mostly ties)
+    #: ids of the seeds' cells whose loss still moved > 1% over the last 10% of epochs
+    unconverged_cells: list[str] = field(default_factory=list)
+    #: ids of the seeds' cells where most database items share one code (mostly ties)
+    collapsed_cells: list[str] = field(default_factory=list)
+
+    @property
+    def n_unconverged(self) -> int:
+        return len(self.unconverged_cells)
+
+    @property
+    def n_collapsed(self) -> int:
+        return len(self.collapsed_cells)
 
     @property
     def short_of_seeds(self) -> bool:
@@ -169,9 +179,9 @@ def aggregate(entry: Entry, store: ResultStore) -> Entry:
         values.append(float(value))
         entry.ok_cells.append(cell)
         if (record.get("convergence") or {}).get("still_improving"):
-            entry.n_unconverged += 1
+            entry.unconverged_cells.append(cell.cell_id)
         if is_collapsed(record):
-            entry.n_collapsed += 1
+            entry.collapsed_cells.append(cell.cell_id)
     entry.values = values
     entry.n, entry.n_nc, entry.n_expected = len(values), n_nc, len(entry.cells)
     if values:
@@ -572,15 +582,12 @@ def recipe_lines(data: TableData, store: ResultStore) -> list[str]:
     unconverged: set[str] = set()  # cell ids: a cell under several columns counts once
     collapsed: set[str] = set()
     for e in data.entries.values():
+        unconverged.update(e.unconverged_cells)
+        collapsed.update(e.collapsed_cells)
         for c in e.cells:
             r = store.load(c.cell_id)
             if not r:
                 continue
-            scored = any(c.cell_id == ok.cell_id for ok in e.ok_cells)
-            if scored and (r.get("convergence") or {}).get("still_improving"):
-                unconverged.add(c.cell_id)
-            if scored and is_collapsed(r):
-                collapsed.add(c.cell_id)
             kind = r.get("method", {}).get("kind")
             recipe = r.get("recipe", "shared")
             if recipe == "tuned" and not (r.get("tuning") or {}).get("study"):
@@ -711,8 +718,8 @@ def format_markdown(data: TableData, store: ResultStore) -> str:
 
 CSV_FIELDS = [
     "table", "preset", "block", "column", "row", "method", "metric", "ours_mean", "ours_std",
-    "n_seeds", "n_nc", "n_unconverged", "n_collapsed", "status", "paper", "diff", "paper_dataset", "our_dataset", "bits",
-    "backbone", "cell_ids", "reference", "best", "runner_up", "lead", "lead_low", "lead_high",
+    "n_seeds", "n_nc", "n_unconverged", "n_collapsed", "status", "paper", "diff",
+    "paper_dataset", "our_dataset", "bits", "backbone", "cell_ids", "reference", "best", "runner_up", "lead", "lead_low", "lead_high",
     "lead_significant",
 ]
 

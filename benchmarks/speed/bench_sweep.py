@@ -122,16 +122,6 @@ def _stored(cells: list[Any], store: Any, acc: dict[tuple[str, str], dict[str, A
         yield row, record
 
 
-def _union(cell_lists: list[list[Any]]) -> list[Any]:
-    """The cells of several tables, each once: a cell two tables share (Table 3's DPAH cells
-    in the appendix, a study's cells in Tables 1 and 2) is one job of the sweep."""
-    seen: dict[str, Any] = {}
-    for cells in cell_lists:
-        for cell in cells:
-            seen.setdefault(cell.cell_id, cell)
-    return list(seen.values())
-
-
 def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: int,
                seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Seconds of the untuned and the tuned sweep of ``table``, per dataset and method.
@@ -141,7 +131,7 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
     Returns ``{"rows": [...], "totals": {...}, "missing": {...}}``; every number is read from a
     stored record or study, none is estimated.
     """
-    from benchmarks.runner.experiments import TABLES, cells_for, get_preset
+    from benchmarks.runner.experiments import TABLES, cells_for, dedupe, get_preset
     from benchmarks.runner.results import ResultStore
 
     tables = [t.strip() for t in table.split(",") if t.strip()]
@@ -151,8 +141,10 @@ def sweep_cost(results_dir: str | Path, preset_name: str, table: str, n_trials: 
                          f"more (comma-separated) of {', '.join(TABLES)}")
     preset = get_preset(preset_name)
     store = ResultStore(results_dir, preset.name)
-    untuned = _union([cells_for(TABLES[t], preset, seeds) for t in tables])
-    tuned = _union([cells_for(TABLES[t], _tuned_preset(preset, n_trials), seeds) for t in tables])
+    # a cell that several tables share (Table 3's DPAH cells in the appendix) is one job
+    untuned = dedupe([c for t in tables for c in cells_for(TABLES[t], preset, seeds)])
+    tuned_preset = _tuned_preset(preset, n_trials)
+    tuned = dedupe([c for t in tables for c in cells_for(TABLES[t], tuned_preset, seeds)])
 
     acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "untuned_s": 0.0, "untuned_cells": 0, "untuned_total": 0, "tuning_s": 0.0,
@@ -321,7 +313,8 @@ def _fmt_s(s: float | None) -> str:
 def format_markdown(cost: dict[str, Any]) -> str:
     t = cost["totals"]
     lines = [
-        (f"Table{'s' if ',' in cost['table'] else ''} {cost['table']}, preset `{cost['preset']}`, seeds {cost['seeds']}, "
+        (f"Table{'s' if ',' in cost['table'] else ''} {cost['table']}, "
+         f"preset `{cost['preset']}`, seeds {cost['seeds']}, "
          f"--tune {cost['n_trials']} against the untuned cells (seconds of each job's process)"),
         "",
         ("| dataset | method | untuned s (cells) | tuning s (studies) | retrain s (cells) "
